@@ -1,0 +1,34 @@
+//! Verdict's domain, with no I/O: what an item, a label spec, a sample and a verdict are,
+//! how a GRM prompt is written, how a judgement's scores are parsed, and how k samples are
+//! aggregated into a verdict (voting and meta-RM guided voting, DeepSeek-GRM Eq. 14).
+//!
+//! Layout, top-down:
+//! - [`item`]: items (a prompt or a conversation plus n ≥ 1 responses) and the input shapes
+//!   people already have (`{prompt, chosen, rejected}`, `{prompt, responses}`,
+//!   `{messages, responses}`), with errors that name the field.
+//! - [`spec`]: the label spec (judge, k, sampling, seed, template, aggregation).
+//! - [`key`]: stable content keys for (item, spec), used for resume and dedup.
+//! - [`shuffle`]: the seeded per-sample response permutation and its RNG.
+//! - [`template`]: the DeepSeek-GRM prompt, by named version.
+//! - [`parse`]: scores out of a judgement (`\boxed{..}` or `[[..]]`), principles, critique.
+//! - [`sample`], [`vote`], [`verdict`]: samples, aggregation, and the verdict record.
+//!
+//! Everything here is deterministic: the same inputs give the same outputs on any machine.
+
+pub mod item;
+pub mod key;
+pub mod parse;
+pub mod sample;
+pub mod shuffle;
+pub mod spec;
+pub mod template;
+pub mod verdict;
+pub mod vote;
+
+pub use item::{FieldError, Item, Message, Problem, Prompt};
+pub use key::ContentKey;
+pub use parse::{parse_judgement, ParseFailure, ParsedJudgement};
+pub use sample::{FinishReason, ParseStatus, Sample};
+pub use spec::{Aggregation, LabelSpec, SpecError, TemplateVersion};
+pub use verdict::{Verdict, VerdictRecord};
+pub use vote::{aggregate, meta_vote, vote};

@@ -1,0 +1,168 @@
+//! The label spec: everything that decides what a verdict is. Two runs with equal specs on
+//! equal items produce equal samples (same seed, same judge), so the spec is part of every
+//! item's content key.
+
+use serde::{Deserialize, Serialize};
+
+/// A named version of the GRM prompt. Stored with every verdict so that old labels stay
+/// interpretable when the template changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum TemplateVersion {
+    /// DeepSeek-GRM's default pointwise template (arXiv 2504.02495, appendix), with
+    /// `Specific Criteria` / `Analysis` / `Scores: \boxed{..}` sections.
+    #[default]
+    #[serde(rename = "grm-v1")]
+    GrmV1,
+}
+
+impl TemplateVersion {
+    pub fn name(self) -> &'static str {
+        match self {
+            TemplateVersion::GrmV1 => "grm-v1",
+        }
+    }
+}
+
+impl std::str::FromStr for TemplateVersion {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "grm-v1" => Ok(TemplateVersion::GrmV1),
+            other => Err(SpecError::UnknownTemplate(other.to_string())),
+        }
+    }
+}
+
+/// How k samples become one verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Sum each response's scores over the valid samples (the paper's Eq. 14).
+    #[default]
+    Voting,
+    /// Keep the `k_meta` valid samples the meta reward model rates highest, then vote.
+    /// `None` means k/2 (at least one).
+    MetaRm { k_meta: Option<u32> },
+}
+
+/// What happens to a sample that spends its token budget before writing its scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBudget {
+    /// Close the analysis and make the judge write its scores (`Scores: \boxed{` is
+    /// appended and the score block is decoded under constraint), marking the sample
+    /// `forced`. No sample is wasted; forced samples can be filtered out later.
+    #[default]
+    Force,
+    /// The sample is invalid (the paper's accounting).
+    Invalid,
+}
+
+/// Everything that determines a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelSpec {
+    /// The judge's identity: folder name plus a fingerprint of its files.
+    pub judge: String,
+    /// Samples per item.
+    pub k: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: u32,
+    pub seed: u64,
+    pub template: TemplateVersion,
+    pub aggregation: Aggregation,
+    #[serde(default)]
+    pub on_budget: OnBudget,
+    /// The meta reward model's identity, when aggregation uses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_rm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("k must be at least 1")]
+    ZeroK,
+    #[error("temperature must be finite and ≥ 0, got {0}")]
+    Temperature(f32),
+    #[error("top_p must be in (0, 1], got {0}")]
+    TopP(f32),
+    #[error("max_new_tokens must be at least 16, got {0}")]
+    MaxNewTokens(u32),
+    #[error("k_meta must be in 1..=k ({k}), got {k_meta}")]
+    KMeta { k_meta: u32, k: u32 },
+    #[error("meta-RM aggregation needs a meta reward model")]
+    MissingMetaRm,
+    #[error("unknown template version {0:?} (known: grm-v1)")]
+    UnknownTemplate(String),
+}
+
+impl LabelSpec {
+    /// The paper's defaults: k = 8 at temperature 0.5, plain voting.
+    pub fn new(judge: impl Into<String>) -> Self {
+        Self {
+            judge: judge.into(),
+            k: 8,
+            temperature: 0.5,
+            top_p: 1.0,
+            max_new_tokens: 512,
+            seed: 0,
+            template: TemplateVersion::GrmV1,
+            aggregation: Aggregation::Voting,
+            on_budget: OnBudget::Force,
+            meta_rm: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.k == 0 {
+            return Err(SpecError::ZeroK);
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(SpecError::Temperature(self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(SpecError::TopP(self.top_p));
+        }
+        if self.max_new_tokens < 16 {
+            return Err(SpecError::MaxNewTokens(self.max_new_tokens));
+        }
+        if let Aggregation::MetaRm { k_meta } = self.aggregation {
+            if self.meta_rm.is_none() {
+                return Err(SpecError::MissingMetaRm);
+            }
+            if let Some(k_meta) = k_meta {
+                if k_meta == 0 || k_meta > self.k {
+                    return Err(SpecError::KMeta { k_meta, k: self.k });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of samples meta-RM voting keeps: `k_meta`, or k/2 (at least 1).
+    pub fn k_meta(&self) -> u32 {
+        match self.aggregation {
+            Aggregation::MetaRm { k_meta: Some(k) } => k,
+            _ => (self.k / 2).max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_fields() {
+        let ok = LabelSpec::new("j");
+        assert!(ok.validate().is_ok());
+        assert_eq!(LabelSpec { k: 0, ..ok.clone() }.validate(), Err(SpecError::ZeroK));
+        assert!(LabelSpec { temperature: f32::NAN, ..ok.clone() }.validate().is_err());
+        assert!(LabelSpec { top_p: 0.0, ..ok.clone() }.validate().is_err());
+        let meta = LabelSpec { aggregation: Aggregation::MetaRm { k_meta: Some(9) }, ..ok.clone() };
+        assert_eq!(meta.validate(), Err(SpecError::MissingMetaRm));
+        let meta = LabelSpec { meta_rm: Some("m".into()), ..meta };
+        assert_eq!(meta.validate(), Err(SpecError::KMeta { k_meta: 9, k: 8 }));
+        assert_eq!(LabelSpec { aggregation: Aggregation::MetaRm { k_meta: None }, ..ok }.k_meta(), 4);
+    }
+}
