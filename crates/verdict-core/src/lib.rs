@@ -29,6 +29,6 @@ pub use item::{FieldError, Item, Message, Problem, Prompt};
 pub use key::ContentKey;
 pub use parse::{parse_judgement, ParseFailure, ParsedJudgement};
 pub use sample::{FinishReason, ParseStatus, Sample};
-pub use spec::{Aggregation, LabelSpec, SpecError, TemplateVersion};
+pub use spec::{Aggregation, LabelSpec, OnBudget, SpecError, TemplateVersion};
 pub use verdict::{Verdict, VerdictRecord};
 pub use vote::{aggregate, meta_vote, vote};

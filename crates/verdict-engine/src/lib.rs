@@ -1,1 +1,32 @@
-//! placeholder
+//! Verdict's GRM engine: loads a judge (and optionally a meta reward model) from a local
+//! Hugging Face folder with candle, and samples k judgements per item in batches.
+//!
+//! Layout, top-down:
+//! - [`judge`]: the entry point. `Judge::load`, `prepare` (render, tokenize, length-check
+//!   an item's k prompts) and `judge` (batched sampling, parsing, meta RM, aggregation).
+//! - [`generate`]: batched decoding with per-sequence RNGs, stop tokens, and the
+//!   constrained score block ([`constraint`]); [`sampler`]: temperature / top-p.
+//! - [`model`]: the decoder forward (Qwen2, Qwen3, Llama 3, Gemma 2) over a preallocated KV
+//!   cache, with per-sequence positions and padding masks.
+//! - [`folder`], [`config`], [`tokenizer`], [`chat`]: reading a model folder.
+//! - [`meta_rm`]: the sequence-classification meta reward model.
+//! - [`synth`]: `verdict model init`, random-weight model folders for tests and demos.
+//! - [`device`]: picking CPU or CUDA.
+
+pub mod chat;
+pub mod config;
+pub mod constraint;
+pub mod device;
+pub mod error;
+pub mod folder;
+pub mod generate;
+pub mod judge;
+pub mod meta_rm;
+pub mod model;
+pub mod sampler;
+pub mod synth;
+pub mod tokenizer;
+
+pub use config::{Arch, ModelConfig};
+pub use error::EngineError;
+pub use judge::{EngineOptions, Judge, PreparedItem};

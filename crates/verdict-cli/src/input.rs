@@ -1,0 +1,87 @@
+//! Reading a JSONL dataset into items, keeping every bad line with its line number and the
+//! field that is wrong, so that nothing is dropped silently.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::Context;
+use verdict_core::{FieldError, Item};
+
+/// A line that could not become an item.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub line: usize,
+    pub id: Option<String>,
+    pub error: String,
+    pub field: String,
+    pub input: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(id) = &self.id {
+            write!(f, " (id {id})")?;
+        }
+        write!(f, ": {}", self.error)
+    }
+}
+
+pub struct Dataset {
+    /// Items with their 1-based line numbers.
+    pub items: Vec<(usize, Item)>,
+    pub rejected: Vec<Rejected>,
+    /// Lines that repeat an earlier item exactly (same id and content): labeled once.
+    pub duplicates: usize,
+}
+
+fn reject(line: usize, id: Option<String>, e: &FieldError, input: &str) -> Rejected {
+    Rejected { line, id, error: e.to_string(), field: e.field.clone(), input: input.to_string() }
+}
+
+/// The `id` of a line, if it has a readable one (to name it in errors).
+fn peek_id(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    match v.get("id")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> anyhow::Result<Dataset> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut items = Vec::new();
+    let mut rejected = Vec::new();
+    let mut duplicates = 0;
+    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("{}: line {n} is not readable UTF-8 text", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Item::from_json_line(&line) {
+            Ok(item) => {
+                let content = serde_json::to_string(&(&item.prompt, &item.responses)).unwrap_or_default();
+                match seen.get(&item.id) {
+                    Some((_, c)) if *c == content => duplicates += 1,
+                    Some((first, _)) => rejected.push(Rejected {
+                        line: n,
+                        id: Some(item.id.clone()),
+                        error: format!("field `id` repeats the id of line {first} with different content"),
+                        field: "id".into(),
+                        input: line.clone(),
+                    }),
+                    None => {
+                        seen.insert(item.id.clone(), (n, content));
+                        items.push((n, item));
+                    }
+                }
+            }
+            Err(e) => rejected.push(reject(n, peek_id(&line), &e, &line)),
+        }
+    }
+    Ok(Dataset { items, rejected, duplicates })
+}

@@ -1,0 +1,82 @@
+//! `verdict model init`: write a random-weight model folder.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use verdict_engine::synth::{self, InitOptions, Size};
+use verdict_engine::Arch;
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Write a random-weight model folder (config, safetensors, trained BPE tokenizer, chat
+    /// template). Its judgements are noise: it exists to test and benchmark the machinery.
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Architecture: qwen2, qwen3, llama or gemma2.
+    #[arg(long, default_value = "qwen2")]
+    arch: Arch,
+    /// tiny (tests, seconds on a CPU), small (Qwen2.5-0.5B layer shapes), medium (Qwen2.5-7B shapes).
+    #[arg(long, default_value = "tiny")]
+    size: Size,
+    /// Output folder (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a sequence classifier (a meta reward model) instead of a causal LM.
+    #[arg(long)]
+    meta_rm: bool,
+    /// Store weights in bf16 (default for small and medium) instead of f32.
+    #[arg(long)]
+    bf16: Option<bool>,
+    /// Split the weights over this many safetensors files plus an index.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+}
+
+pub fn init_model(args: &InitArgs) -> anyhow::Result<PathBuf> {
+    let opts = InitOptions {
+        arch: args.arch,
+        size: args.size,
+        out: args.out.clone(),
+        seed: args.seed,
+        classifier: args.meta_rm,
+        bf16: args.bf16.unwrap_or(args.size != Size::Tiny),
+        shards: args.shards,
+    };
+    synth::init(&opts).with_context(|| format!("writing a model to {}", args.out.display()))
+}
+
+pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Init(args) => {
+            let dir = init_model(&args)?;
+            eprintln!(
+                "wrote a random-weight {} ({:?}) to {}: its verdicts are random, use it to test the machinery only",
+                args.arch.model_type(),
+                args.size,
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The tiny model `verdict label` uses when no `--model` is given, made once and cached.
+pub fn default_tiny_model() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("VERDICT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("verdict")))
+        .unwrap_or_else(|| PathBuf::from(".verdict-cache"));
+    let dir = base.join("models").join("tiny-qwen2-random");
+    if !dir.join("model.safetensors").is_file() {
+        let args = InitArgs { arch: Arch::Qwen2, size: Size::Tiny, out: dir.clone(), seed: 0, meta_rm: false, bf16: None, shards: 1 };
+        init_model(&args)?;
+    }
+    Ok(dir)
+}
