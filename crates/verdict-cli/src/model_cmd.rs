@@ -12,6 +12,24 @@ pub enum ModelCommand {
     /// Write a random-weight model folder (config, safetensors, trained BPE tokenizer, chat
     /// template). Its judgements are noise: it exists to test and benchmark the machinery.
     Init(InitArgs),
+    /// Write the engine's logits and greedy tokens for fixed inputs as JSON (for the
+    /// parity check against transformers in bench/parity/).
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Model folder.
+    dir: PathBuf,
+    /// Output JSON file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Greedy steps per input.
+    #[arg(long, default_value_t = 64)]
+    steps: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -62,6 +80,19 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
                 args.size,
                 dir.display()
             );
+            Ok(())
+        }
+        ModelCommand::Probe(args) => {
+            let folder = verdict_engine::folder::ModelFolder::open(&args.dir)?;
+            let cfg = folder.config()?;
+            let tok = folder.tokenizer(&cfg)?;
+            let (device, dtype) = verdict_engine::device::pick(&args.device)?;
+            let model = folder.decoder(&cfg, dtype, &device)?;
+            let records = verdict_engine::probe::probe_inputs(tok.vocab)
+                .iter()
+                .map(|input| verdict_engine::probe::probe(&model, input, args.steps, tok.vocab))
+                .collect::<Result<Vec<_>, _>>()?;
+            std::fs::write(&args.out, serde_json::to_string(&records)?)?;
             Ok(())
         }
     }

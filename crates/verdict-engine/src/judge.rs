@@ -44,7 +44,12 @@ impl EngineOptions {
 #[derive(Debug, Clone)]
 pub struct PreparedItem {
     pub item: Item,
+    /// Content key of (item, spec): what the verdict is stored under.
     pub key: ContentKey,
+    /// Seeds the item's permutations, sampling and tie-break. It depends on the item's
+    /// content and the spec seed only, so sample j is the same whatever k, the token budget
+    /// or the judge's file fingerprint: the first k' samples of a k-sample run are a k'-run.
+    pub item_seed: u64,
     /// Per sample: its permutation and the index of its prompt in `prompts`.
     pub samples: Vec<(Vec<u32>, usize)>,
     /// Distinct rendered prompts (one per distinct permutation), as text and token ids.
@@ -96,13 +101,14 @@ impl Judge {
     /// names the item and the field, and never stops the others.
     pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
         let key = ContentKey::of(&item, spec);
+        let item_seed = ContentKey::of_item(&item).seed_bits();
         let n = item.responses.len();
         let limit = self.config().max_position_embeddings.saturating_sub(spec.max_new_tokens as usize);
         let mut by_perm: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut prompts = Vec::new();
         let mut samples = Vec::with_capacity(spec.k as usize);
         for j in 0..spec.k {
-            let perm = sample_permutation(n, spec.seed, key.seed_bits(), j);
+            let perm = sample_permutation(n, spec.seed, item_seed, j);
             let idx = match by_perm.get(&perm) {
                 Some(&i) => i,
                 None => {
@@ -122,7 +128,7 @@ impl Judge {
             };
             samples.push((perm, idx));
         }
-        Ok(PreparedItem { item, key, samples, prompts })
+        Ok(PreparedItem { item, key, item_seed, samples, prompts })
     }
 
     /// Judge prepared items: all their samples in batches of `max_batch` sequences.
@@ -134,7 +140,7 @@ impl Judge {
             for (j, (_, prompt)) in p.samples.iter().enumerate() {
                 requests.push(GenRequest {
                     prompt: p.prompts[*prompt].1.clone(),
-                    seed: mix(&[SAMPLING_TAG, spec.seed, p.key.seed_bits(), j as u64]),
+                    seed: mix(&[SAMPLING_TAG, spec.seed, p.item_seed, j as u64]),
                     max_new_tokens: spec.max_new_tokens as usize,
                     n_scores: p.item.responses.len(),
                     force_scores: spec.on_budget == OnBudget::Force,
@@ -186,7 +192,7 @@ impl Judge {
             .iter()
             .zip(per_item)
             .map(|(p, samples)| {
-                let verdict = aggregate(spec, &p.key, p.item.responses.len(), &samples);
+                let verdict = aggregate(spec, p.item_seed, p.item.responses.len(), &samples);
                 VerdictRecord::new(&p.item, p.key.hex(), spec, verdict, samples)
             })
             .collect())

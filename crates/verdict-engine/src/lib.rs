@@ -23,6 +23,7 @@ pub mod generate;
 pub mod judge;
 pub mod meta_rm;
 pub mod model;
+pub mod probe;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;

@@ -1,0 +1,208 @@
+//! The GRM engine on real (tiny, random) candle models: batching, reproducibility, the
+//! constrained score block, the meta RM, and clear errors for broken folders and items.
+
+mod common;
+
+use std::path::Path;
+
+use verdict_core::{Aggregation, FinishReason, Item, LabelSpec, OnBudget, ParseStatus, Problem};
+use verdict_engine::{Arch, EngineError, EngineOptions, Judge};
+
+fn items(n: usize) -> Vec<Item> {
+    (0..n)
+        .map(|i| {
+            let line = format!(
+                r#"{{"id":"i{i}","prompt":"Question number {i}: {}?","responses":["An answer of {} words.","Another answer{}"]}}"#,
+                "why ".repeat(i % 5 + 1),
+                i,
+                "!".repeat(i % 3)
+            );
+            Item::from_json_line(&line).unwrap()
+        })
+        .collect()
+}
+
+fn spec(judge: &Judge) -> LabelSpec {
+    LabelSpec { k: 3, max_new_tokens: 24, ..LabelSpec::new(judge.identity()) }
+}
+
+fn load(arch: Arch, batch: usize) -> Judge {
+    Judge::load(&common::tiny(arch, false), None, EngineOptions { max_batch: batch, ..EngineOptions::cpu() }).unwrap()
+}
+
+#[test]
+fn a_sample_does_not_depend_on_its_batch() {
+    // Same items judged with batch 1 (no padding) and batch 12 (mixed lengths, padding):
+    // every sample's text must be the same, for every architecture.
+    for arch in common::ARCHS {
+        let alone = load(arch, 1);
+        let batched = load(arch, 12);
+        let spec = spec(&alone);
+        let prepared: Vec<_> = items(4).into_iter().map(|i| alone.prepare(i, &spec).unwrap()).collect();
+        let a = alone.judge(&prepared, &spec).unwrap();
+        let b = batched.judge(&prepared, &spec).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            let tx: Vec<_> = x.samples.iter().map(|s| &s.raw).collect();
+            let ty: Vec<_> = y.samples.iter().map(|s| &s.raw).collect();
+            assert_eq!(tx, ty, "{arch:?}: item {} changed with the batch", x.id);
+        }
+    }
+}
+
+#[test]
+fn seeds_reproduce_and_differ() {
+    let judge = load(Arch::Qwen2, 16);
+    let s0 = spec(&judge);
+    let s1 = LabelSpec { seed: 1, ..s0.clone() };
+    let run = |s: &LabelSpec| {
+        let p: Vec<_> = items(3).into_iter().map(|i| judge.prepare(i, s).unwrap()).collect();
+        judge.judge(&p, s).unwrap()
+    };
+    let (a, b, c) = (run(&s0), run(&s0), run(&s1));
+    assert_eq!(a, b, "same seed, same verdicts");
+    let raw = |r: &Vec<verdict_core::VerdictRecord>| r.iter().flat_map(|v| v.samples.iter().map(|s| s.raw.clone())).collect::<Vec<_>>();
+    assert_ne!(raw(&a), raw(&c), "another seed, other samples");
+}
+
+#[test]
+fn samples_shuffle_responses_and_every_forced_block_parses() {
+    let judge = load(Arch::Llama, 32);
+    let s = LabelSpec { k: 8, ..spec(&judge) };
+    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let records = judge.judge(&p, &s).unwrap();
+    for r in &records {
+        assert_eq!(r.samples.len(), 8);
+        let perms: std::collections::HashSet<_> = r.samples.iter().map(|s| s.permutation.clone()).collect();
+        assert_eq!(perms.len(), 2, "both orders of two responses appear among 8 samples");
+        for smp in &r.samples {
+            assert!(smp.completion_tokens <= 24);
+            match smp.finish {
+                // A random model never writes its own score block: a sample either ends its
+                // turn early (invalid) or is forced, and the constraint makes it parse.
+                FinishReason::ScoreBlock => {
+                    assert_eq!(smp.status, ParseStatus::Forced, "{}", smp.raw);
+                    assert!(smp.scores.as_ref().unwrap().iter().all(|v| (1..=10).contains(v)));
+                }
+                FinishReason::Eos => assert!(matches!(smp.status, ParseStatus::Invalid(_))),
+                FinishReason::Length => panic!("with forcing, no sample runs out of budget: {:?}", smp.raw),
+            }
+        }
+        let valid: Vec<_> = r.samples.iter().filter_map(|s| s.valid_scores()).collect();
+        assert!(!valid.is_empty());
+        assert_eq!(r.verdict.valid as usize, valid.len());
+        assert_eq!(r.verdict.summed.iter().sum::<u32>(), valid.iter().map(|s| s.iter().map(|&v| v as u32).sum::<u32>()).sum::<u32>());
+    }
+}
+
+#[test]
+fn without_forcing_a_cut_off_sample_is_invalid() {
+    let judge = load(Arch::Qwen3, 16);
+    let s = LabelSpec { on_budget: OnBudget::Invalid, ..spec(&judge) };
+    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    for r in judge.judge(&p, &s).unwrap() {
+        assert!(r.samples.iter().all(|s| matches!(s.status, ParseStatus::Invalid(_))));
+        assert_eq!(r.verdict.winner, None);
+        assert_eq!(r.verdict.valid, 0);
+    }
+}
+
+#[test]
+fn meta_rm_scores_every_sample_and_filters_the_vote() {
+    let meta = common::tiny(Arch::Qwen2, true);
+    let judge = Judge::load(&common::tiny(Arch::Qwen2, false), Some(&meta), EngineOptions::cpu()).unwrap();
+    let s = LabelSpec {
+        k: 4,
+        aggregation: Aggregation::MetaRm { k_meta: Some(2) },
+        meta_rm: judge.meta_identity().map(str::to_string),
+        ..spec(&judge)
+    };
+    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    for r in judge.judge(&p, &s).unwrap() {
+        assert!(r.samples.iter().all(|s| s.meta_score.is_some_and(f32::is_finite)));
+        assert_eq!(r.verdict.valid, 2, "meta-RM voting keeps k_meta samples");
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_names_the_item_and_field() {
+    let judge = load(Arch::Qwen2, 4);
+    let s = spec(&judge);
+    let long = Item::from_json_line(&format!(r#"{{"id":"long-one","prompt":"{}","responses":["a","b"]}}"#, "word ".repeat(4000))).unwrap();
+    match judge.prepare(long, &s) {
+        Err(EngineError::Item { id, error }) => {
+            assert_eq!(id, "long-one");
+            assert_eq!(error.field, "prompt");
+            assert!(matches!(error.problem, Problem::TooLong { .. }));
+        }
+        other => panic!("expected a too-long error, got {:?}", other.map(|_| ())),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn load_err(dir: &Path) -> String {
+    match Judge::load(dir, None, EngineOptions::cpu()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{} should not load", dir.display()),
+    }
+}
+
+#[test]
+fn broken_folders_get_errors_that_name_the_file() {
+    let good = common::tiny(Arch::Qwen2, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let case = |name: &str, f: &dyn Fn(&Path)| {
+        let d = tmp.path().join(name);
+        copy_dir(&good, &d);
+        f(&d);
+        load_err(&d)
+    };
+    assert!(case("no-config", &|d| std::fs::remove_file(d.join("config.json")).unwrap()).contains("config.json is missing"));
+    assert!(case("no-tok", &|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap()).contains("tokenizer.json is missing"));
+    assert!(case("no-weights", &|d| std::fs::remove_file(d.join("model.safetensors")).unwrap()).contains("no model.safetensors"));
+    let e = case("bad-json", &|d| std::fs::write(d.join("config.json"), "{").unwrap());
+    assert!(e.contains("config.json") && e.contains("not valid JSON"), "{e}");
+    let e = case("bad-shape", &|d| {
+        let p = d.join("config.json");
+        let text = std::fs::read_to_string(&p).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 256");
+        std::fs::write(p, text).unwrap();
+    });
+    assert!(e.contains("weights do not match config.json") && e.contains("mlp"), "{e}");
+    let e = case("small-vocab", &|d| {
+        let p = d.join("config.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap().replace(&format!("\"vocab_size\": {}", v["vocab_size"]), "\"vocab_size\": 100");
+        std::fs::write(p, text).unwrap();
+    });
+    assert!(e.contains("tokenizer.json") && e.contains("vocab_size"), "{e}");
+    let e = case("no-template", &|d| std::fs::remove_file(d.join("tokenizer_config.json")).unwrap());
+    assert!(e.contains("chat template"), "{e}");
+    let e = case("missing-shard", &|d| {
+        std::fs::write(d.join("model.safetensors.index.json"), r#"{"weight_map":{"model.norm.weight":"model-00002-of-00002.safetensors"}}"#).unwrap();
+    });
+    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn sharded_weights_load_like_one_file() {
+    use verdict_engine::synth::{init, InitOptions, Size};
+    let tmp = tempfile::tempdir().unwrap();
+    let sharded = init(&InitOptions { arch: Arch::Gemma2, size: Size::Tiny, out: tmp.path().join("g"), seed: 0, classifier: false, bf16: false, shards: 3 }).unwrap();
+    assert!(sharded.join("model.safetensors.index.json").is_file());
+    let a = Judge::load(&sharded, None, EngineOptions::cpu()).unwrap();
+    let b = load(Arch::Gemma2, 32);
+    let s = spec(&b);
+    let s_a = LabelSpec { judge: a.identity().to_string(), ..s.clone() };
+    let p = |j: &Judge, s: &LabelSpec| items(2).into_iter().map(|i| j.prepare(i, s).unwrap()).collect::<Vec<_>>();
+    let ra = a.judge(&p(&a, &s_a), &s_a).unwrap();
+    let rb = b.judge(&p(&b, &s), &s).unwrap();
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x.samples.iter().map(|s| &s.raw).collect::<Vec<_>>(), y.samples.iter().map(|s| &s.raw).collect::<Vec<_>>());
+    }
+}
