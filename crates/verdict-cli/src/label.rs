@@ -160,6 +160,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let items_per_batch = (args.batch / args.k.max(1) as usize).max(1);
     let mut done = 0usize;
     let mut samples = (0usize, 0usize, 0usize); // (total, valid, forced)
+    let mut tokens = (0usize, 0usize); // (prompt, generated)
     let mut reference = (0usize, 0usize); // (agree, compared)
     let mut rejects_file: Vec<serde_json::Value> = rejected.iter().map(rejected_record).collect();
 
@@ -195,6 +196,8 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
             samples.0 += r.samples.len();
             samples.1 += r.verdict.valid as usize;
             samples.2 += r.samples.iter().filter(|s| s.status == verdict_core::ParseStatus::Forced).count();
+            tokens.0 += r.samples.iter().map(|s| s.prompt_tokens as usize).sum::<usize>();
+            tokens.1 += r.samples.iter().map(|s| s.completion_tokens as usize).sum::<usize>();
             if let Some(a) = r.agrees_with_reference {
                 reference.1 += 1;
                 reference.0 += a as usize;
@@ -222,8 +225,13 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     );
     if samples.0 > 0 {
         eprintln!(
-            "samples: {} total, {} valid ({} forced at the token budget)",
-            samples.0, samples.1, samples.2
+            "samples: {} total, {} valid ({} forced at the token budget); {} prompt + {} generated tokens ({:.0} generated tokens/s)",
+            samples.0,
+            samples.1,
+            samples.2,
+            tokens.0,
+            tokens.1,
+            tokens.1 as f64 / secs.max(1e-9)
         );
     }
     if reference.1 > 0 {

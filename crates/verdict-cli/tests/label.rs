@@ -1,0 +1,221 @@
+//! `verdict label` as a user runs it: the real binary on real files with a tiny random
+//! model. Covers the demo path, resume, interruption, and every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_verdict"))
+}
+
+static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+
+fn model() -> &'static Path {
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("tiny");
+            let st = bin().args(["model", "init", "--arch", "qwen2", "--size", "tiny", "--out"]).arg(&out).status().unwrap();
+            assert!(st.success());
+            (dir, out)
+        })
+        .1
+}
+
+fn label(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("label")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .arg("--model")
+        .arg(model())
+        .args(["--k", "2", "--max-new-tokens", "24"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl")
+}
+
+fn read_lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn labels_the_example_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("v.jsonl");
+    let o = label(&examples(), &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let input: Vec<Value> = read_lines(&examples());
+    let records = read_lines(&out);
+    assert_eq!(records.len(), input.len());
+    for (i, r) in input.iter().zip(&records) {
+        assert_eq!(i["id"], r["id"]);
+        let n = r["responses"].as_array().unwrap().len();
+        assert_eq!(r["samples"].as_array().unwrap().len(), 2);
+        assert_eq!(r["summed"].as_array().unwrap().len(), n);
+        assert_eq!(r["template"], "grm-v1");
+        for s in r["samples"].as_array().unwrap() {
+            assert!(s["raw"].is_string() && s["permutation"].as_array().unwrap().len() == n);
+        }
+        if i.get("chosen").is_some() && r["winner"].is_number() {
+            assert!(r["agrees_with_reference"].is_boolean());
+        }
+    }
+}
+
+#[test]
+fn rerunning_resumes_and_repairs_a_cut_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full.jsonl");
+    assert!(label(&examples(), &full, &[]).status.success());
+    let expected = std::fs::read_to_string(&full).unwrap();
+
+    // As if killed mid-write: five whole lines and half of the sixth.
+    let part = tmp.path().join("part.jsonl");
+    let lines: Vec<&str> = expected.lines().collect();
+    let mut cut = lines[..5].join("\n");
+    cut.push('\n');
+    cut.push_str(&lines[5][..lines[5].len() / 2]);
+    std::fs::write(&part, cut).unwrap();
+    let o = label(&examples(), &part, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("partial last line"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("5 already in"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&part).unwrap(), expected, "resumed output equals an uninterrupted run");
+
+    // A third run has nothing left to do.
+    let o = label(&examples(), &part, &[]);
+    assert!(stderr(&o).contains("labeled 0 item(s)"), "{}", stderr(&o));
+    // Other settings against the same output are refused rather than mixed in.
+    let o = label(&examples(), &part, &["--seed", "7"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("under other settings"), "{}", stderr(&o));
+}
+
+const BAD: &str = r#"{"id":"ok-1","prompt":"p","chosen":"c","rejected":"r"}
+{"id":"broken", "prompt": "p", "responses": ["a"
+{"id":"no-rejected","prompt":"p","chosen":"c"}
+{"id":"zero","prompt":"p","responses":[]}
+{"id":"number","prompt":"p","responses":["a", 42]}
+
+{"id":"ok-2","messages":[{"role":"user","content":"q"}],"responses":["x","y","z"]}
+"#;
+
+#[test]
+fn bad_lines_stop_the_run_with_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("bad.jsonl");
+    std::fs::write(&input, BAD).unwrap();
+    let out = tmp.path().join("v.jsonl");
+    let o = label(&input, &out, &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("line 2") && e.contains("not valid JSON"), "{e}");
+    assert!(e.contains("line 3 (id no-rejected): field `rejected` is missing"), "{e}");
+    assert!(e.contains("line 4 (id zero): field `responses` must hold at least one response"), "{e}");
+    assert!(e.contains("line 5 (id number): field `responses[1]` expected a string, got a number"), "{e}");
+    assert!(e.contains("4 bad line(s)"), "{e}");
+    assert!(!out.exists() || std::fs::read_to_string(&out).unwrap().is_empty(), "nothing is labeled from a bad file");
+}
+
+#[test]
+fn skip_invalid_writes_rejects_and_labels_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("bad.jsonl");
+    let long = format!(r#"{{"id":"too-long","prompt":"{}","responses":["a","b"]}}"#, "word ".repeat(4000));
+    std::fs::write(&input, format!("{BAD}{long}\n")).unwrap();
+    let out = tmp.path().join("v.jsonl");
+    let o = label(&input, &out, &["--skip-invalid"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids: Vec<_> = read_lines(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["ok-1", "ok-2"]);
+    let rejects = read_lines(&tmp.path().join("v.jsonl.rejects.jsonl"));
+    let got: Vec<(u64, String)> = rejects.iter().map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap().to_string())).collect();
+    assert_eq!(
+        got,
+        [(2, "(line)".to_string()), (3, "rejected".into()), (4, "responses".into()), (5, "responses[1]".into()), (8, "prompt".into())]
+    );
+    assert!(rejects[4]["error"].as_str().unwrap().contains("tokens"), "{}", rejects[4]);
+    assert!(rejects[1]["input"].as_str().unwrap().contains("no-rejected"), "the rejected line is kept whole");
+}
+
+#[test]
+fn a_broken_model_folder_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(model().join(f), dir.join(f)).unwrap();
+    }
+    let o = bin()
+        .arg("label")
+        .arg(examples())
+        .arg("-o")
+        .arg(tmp.path().join("v.jsonl"))
+        .arg("--model")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no model.safetensors"), "{}", stderr(&o));
+}
+
+#[test]
+fn ctrl_c_keeps_a_valid_file_and_the_rerun_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("many.jsonl");
+    let mut text = String::new();
+    for i in 0..60 {
+        text.push_str(&format!("{{\"id\":\"q{i}\",\"prompt\":\"question {i}\",\"responses\":[\"yes\",\"no {i}\"]}}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let out = tmp.path().join("v.jsonl");
+    let child = bin()
+        .arg("label")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--model")
+        .arg(model())
+        .args(["--k", "2", "--max-new-tokens", "48", "--batch", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let partial = read_lines(&out);
+    assert!(partial.len() < 60, "stopped early");
+    let o = bin()
+        .arg("label")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--model")
+        .arg(model())
+        .args(["--k", "2", "--max-new-tokens", "48", "--batch", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids: std::collections::HashSet<_> = read_lines(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 60);
+    assert_eq!(read_lines(&out).len(), 60, "each item exactly once");
+}
