@@ -1,0 +1,368 @@
+//! Verdict's work queue on Redis Streams.
+//!
+//! One stream per judge model (`{prefix}:{judge}:items`), read by one consumer group
+//! (`workers`). Each worker process leases entries under its own unique consumer name
+//! (XREADGROUP COUNT n), keeps them alive while it works (XCLAIM JUSTID, which resets the
+//! idle time without counting a delivery), and anyone may reclaim entries idle past the
+//! lease timeout (XAUTOCLAIM), which counts a delivery. Entries are acknowledged only after
+//! their results are committed in Postgres, and deleted on acknowledgement. An entry
+//! delivered more than `max_deliveries` times goes to `{prefix}:{judge}:dead` with its
+//! reason. Cancelled jobs are a set (`{prefix}:{judge}:cancelled`) that workers consult.
+//!
+//! All keys of one judge share the hash tag `{judge}`, so the Lua scripts (which touch
+//! several keys) work on Redis Cluster.
+
+mod keys;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::{AsyncCommands, Script, Value};
+use serde::{Deserialize, Serialize};
+use verdict_core::{Item, LabelSpec};
+
+pub use keys::{valid_judge_name, Keys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("entry {id} of {stream} is not a Verdict item: {problem}")]
+    BadEntry { stream: String, id: String, problem: String },
+    #[error("judge name {0:?} is not valid: use letters, digits and . _ - @ / : (at most 128)")]
+    BadJudge(String),
+}
+
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;
+
+/// Queue settings. Defaults suit GPU workers whose batches take minutes.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Consumer group of the workers.
+    pub group: String,
+    /// An entry leased and not touched for this long may be reclaimed by another worker.
+    pub lease_timeout: Duration,
+    /// Deliveries after which an entry goes to the dead letters.
+    pub max_deliveries: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "verdict".into(),
+            group: "workers".into(),
+            lease_timeout: Duration::from_secs(300),
+            max_deliveries: 5,
+        }
+    }
+}
+
+/// What an entry carries: everything a worker needs, so workers never read Postgres.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedItem {
+    pub job_id: String,
+    pub spec: LabelSpec,
+    pub item: Item,
+}
+
+/// A leased entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    pub item: QueuedItem,
+    /// How many times it has been delivered, this delivery included.
+    pub deliveries: u64,
+}
+
+/// Lengths of a judge's streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries in the stream: waiting or leased.
+    pub length: u64,
+    /// Leased and not acknowledged.
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    cfg: QueueConfig,
+    ack: Script,
+    dead: Script,
+}
+
+const FIELD: &str = "item";
+
+async fn manager(url: &str, timeout: Duration) -> Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    Ok(ConnectionManager::new_with_config(client, cfg).await?)
+}
+
+fn parse_entry(stream: &str, e: &StreamId, deliveries: u64) -> Result<Entry> {
+    let bad = |problem: String| QueueError::BadEntry { stream: stream.into(), id: e.id.clone(), problem };
+    let raw = match e.map.get(FIELD) {
+        Some(Value::BulkString(b)) => b.clone(),
+        Some(Value::SimpleString(s)) => s.clone().into_bytes(),
+        _ => return Err(bad(format!("no `{FIELD}` field"))),
+    };
+    let item = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    Ok(Entry { id: e.id.clone(), item, deliveries })
+}
+
+impl Queue {
+    /// Connect (the connection reconnects by itself after a Redis restart).
+    pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self> {
+        Ok(Self {
+            conn: manager(url, Duration::from_secs(10)).await?,
+            cfg,
+            ack: Script::new(include_str!("lua/ack.lua")),
+            dead: Script::new(include_str!("lua/dead.lua")),
+        })
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    pub fn keys(&self, judge: &str) -> Result<Keys> {
+        Keys::new(&self.cfg.prefix, judge)
+    }
+
+    /// Create the consumer group (and the stream) if missing. Also needed after a Redis
+    /// restart that lost them.
+    pub async fn ensure_group(&self, judge: &str) -> Result<()> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&k.items)
+            .arg(&self.cfg.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Append items; returns their entry ids in order.
+    pub async fn enqueue(&self, judge: &str, items: &[QueuedItem]) -> Result<Vec<String>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        self.ensure_group(judge).await?;
+        let k = self.keys(judge)?;
+        let mut pipe = redis::pipe();
+        for it in items {
+            let payload = serde_json::to_string(it).map_err(|e| QueueError::BadEntry {
+                stream: k.items.clone(),
+                id: "(new)".into(),
+                problem: e.to_string(),
+            })?;
+            pipe.cmd("XADD").arg(&k.items).arg("*").arg(FIELD).arg(payload);
+        }
+        let mut c = self.conn.clone();
+        Ok(pipe.query_async(&mut c).await?)
+    }
+
+    /// Lease up to `count` new entries for `consumer`, waiting up to `block` for some.
+    /// Uses its own connection: a blocking read would stall every other command sharing one.
+    pub async fn lease(&self, judge: &str, consumer: &str, count: usize, block: Duration, conn: &mut LeaseConnection) -> Result<Vec<Entry>> {
+        let k = self.keys(judge)?;
+        let read = || {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.cfg.group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&k.items)
+                .arg(">")
+                .clone()
+        };
+        let reply: redis::RedisResult<Option<StreamReadReply>> = read().query_async(&mut conn.0).await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group(judge).await?;
+                read().query_async(&mut conn.0).await?
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for e in &key.ids {
+                out.push(parse_entry(&k.items, e, 1)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A connection for [`Queue::lease`], with a response timeout longer than `block`.
+    pub async fn lease_connection(url: &str, block: Duration) -> Result<LeaseConnection> {
+        Ok(LeaseConnection(manager(url, block + Duration::from_secs(10)).await?))
+    }
+
+    /// Take over up to `count` entries idle longer than the lease timeout (their worker died
+    /// or stalled). Each comes with its delivery count, this one included.
+    pub async fn reclaim(&self, judge: &str, consumer: &str, count: usize) -> Result<Vec<Entry>> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let reply: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+            .arg(&k.items)
+            .arg(&self.cfg.group)
+            .arg(consumer)
+            .arg(self.cfg.lease_timeout.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(vec![]),
+            other => other?,
+        };
+        if reply.claimed.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for e in &reply.claimed {
+            pipe.cmd("XPENDING").arg(&k.items).arg(&self.cfg.group).arg(&e.id).arg(&e.id).arg(1);
+        }
+        let pending: Vec<StreamPendingCountReply> = pipe.query_async(&mut c).await?;
+        reply
+            .claimed
+            .iter()
+            .zip(pending)
+            .map(|(e, p)| {
+                let deliveries = p.ids.first().map(|x| x.times_delivered as u64).unwrap_or(1);
+                parse_entry(&k.items, e, deliveries)
+            })
+            .collect()
+    }
+
+    /// Reset the idle time of entries this consumer still works on, so they are not
+    /// reclaimed (does not count as a delivery).
+    pub async fn touch(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let _: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&k.items)
+            .arg(&self.cfg.group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Acknowledge and delete entries whose results are committed. Returns how many were
+    /// still pending (a second acknowledgement of the same entry counts 0).
+    pub async fn ack(&self, judge: &str, ids: &[String]) -> Result<u64> {
+        let k = self.keys(judge)?;
+        let mut total = 0;
+        let mut c = self.conn.clone();
+        for chunk in ids.chunks(1000) {
+            let n: u64 = self.ack.key(&k.items).arg(&self.cfg.group).arg(chunk).invoke_async(&mut c).await?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Move an entry to the dead letters with its reason (after the item is marked dead in
+    /// the store). Returns false if it was already gone.
+    pub async fn dead_letter(&self, judge: &str, entry_id: &str, job_id: &str, item_id: &str, reason: &str, deliveries: u64) -> Result<bool> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let n: u64 = self
+            .dead
+            .key(&k.items)
+            .key(&k.dead)
+            .arg(&self.cfg.group)
+            .arg(entry_id)
+            .arg(job_id)
+            .arg(item_id)
+            .arg(reason)
+            .arg(deliveries)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Dead letters, oldest first: (entry id, field map).
+    pub async fn dead_letters(&self, judge: &str, count: usize) -> Result<Vec<(String, Vec<(String, String)>)>> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(&k.dead).arg("-").arg("+").arg("COUNT").arg(count).query_async(&mut c).await?;
+        Ok(entries)
+    }
+
+    /// Whether entries still exist in the stream (waiting or leased): an entry absent from
+    /// the stream was acknowledged, dead-lettered, or lost with a Redis restart.
+    pub async fn exists(&self, judge: &str, ids: &[String]) -> Result<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let k = self.keys(judge)?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XRANGE").arg(&k.items).arg(id).arg(id);
+        }
+        let mut c = self.conn.clone();
+        let found: Vec<Vec<(String, Vec<(String, String)>)>> = pipe.query_async(&mut c).await?;
+        Ok(found.into_iter().map(|v| !v.is_empty()).collect())
+    }
+
+    pub async fn cancel(&self, judge: &str, job_id: &str) -> Result<()> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let _: u64 = c.sadd(&k.cancelled, job_id).await?;
+        Ok(())
+    }
+
+    pub async fn cancelled_jobs(&self, judge: &str) -> Result<Vec<String>> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        Ok(c.smembers(&k.cancelled).await?)
+    }
+
+    pub async fn stats(&self, judge: &str) -> Result<QueueStats> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let (length, dead): (u64, u64) = redis::pipe().cmd("XLEN").arg(&k.items).cmd("XLEN").arg(&k.dead).query_async(&mut c).await?;
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING").arg(&k.items).arg(&self.cfg.group).query_async(&mut c).await;
+        let pending = match pending {
+            Ok(Value::Array(v)) => match v.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            Err(e) if e.code() == Some("NOGROUP") => 0,
+            Err(e) => return Err(e.into()),
+            Ok(_) => 0,
+        };
+        Ok(QueueStats { length, pending, dead })
+    }
+}
+
+/// A dedicated connection for blocking reads.
+pub struct LeaseConnection(ConnectionManager);

@@ -1,0 +1,119 @@
+//! The queue against a real, throwaway Redis.
+
+use std::time::Duration;
+
+use verdict_core::{Item, LabelSpec};
+use verdict_queue::{Queue, QueueConfig, QueuedItem};
+use verdict_testkit::{unique, Redis};
+
+fn item(i: usize) -> QueuedItem {
+    QueuedItem {
+        job_id: "job-1".into(),
+        spec: LabelSpec::new("tiny"),
+        item: Item::from_json_line(&format!(r#"{{"id":"i{i}","prompt":"p{i}","responses":["a","b"]}}"#)).unwrap(),
+    }
+}
+
+async fn queue(redis: &Redis, lease: Duration) -> Queue {
+    let cfg = QueueConfig { prefix: unique("t"), lease_timeout: lease, max_deliveries: 3, ..QueueConfig::default() };
+    Queue::connect(&redis.url(), cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn lease_ack_and_trim() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    let ids = q.enqueue("tiny", &(0..5).map(item).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let a = q.lease("tiny", "w-a", 3, Duration::from_millis(100), &mut conn).await.unwrap();
+    let b = q.lease("tiny", "w-b", 10, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert_eq!((a.len(), b.len()), (3, 2), "each entry goes to one consumer");
+    assert_eq!(a[0].item, item(0));
+    assert_eq!(a[0].deliveries, 1);
+    let stats = q.stats("tiny").await.unwrap();
+    assert_eq!((stats.length, stats.pending), (5, 5));
+    assert_eq!(q.ack("tiny", &[a[0].id.clone(), a[1].id.clone()]).await.unwrap(), 2);
+    assert_eq!(q.ack("tiny", &[a[0].id.clone()]).await.unwrap(), 0, "a second ack is a no-op");
+    let stats = q.stats("tiny").await.unwrap();
+    assert_eq!((stats.length, stats.pending), (3, 3), "acknowledged entries are deleted");
+    assert_eq!(q.exists("tiny", &[a[0].id.clone(), a[2].id.clone()]).await.unwrap(), vec![false, true]);
+    let none = q.lease("tiny", "w-a", 10, Duration::from_millis(50), &mut conn).await.unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn stale_leases_are_reclaimed_counted_and_touch_keeps_them() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_millis(200)).await;
+    q.enqueue("tiny", &[item(0), item(1)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let leased = q.lease("tiny", "dead-worker", 2, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    assert!(q.reclaim("tiny", "w-b", 10).await.unwrap().is_empty(), "not idle long enough yet");
+    // The live worker keeps touching item 1; item 0 is abandoned.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        q.touch("tiny", "dead-worker", &[leased[1].id.clone()]).await.unwrap();
+    }
+    let got = q.reclaim("tiny", "w-b", 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, leased[0].id);
+    assert_eq!(got[0].deliveries, 2);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = q.reclaim("tiny", "w-c", 10).await.unwrap();
+    assert_eq!(again.iter().find(|e| e.id == leased[0].id).map(|e| e.deliveries), Some(3));
+}
+
+#[tokio::test]
+async fn dead_letters_keep_the_reason_once() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    let ids = q.enqueue("tiny", &[item(0)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    q.lease("tiny", "w", 1, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert!(q.dead_letter("tiny", &ids[0], "job-1", "i0", "delivered 6 times", 6).await.unwrap());
+    assert!(!q.dead_letter("tiny", &ids[0], "job-1", "i0", "delivered 6 times", 6).await.unwrap());
+    let dead = q.dead_letters("tiny", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1.contains(&("reason".to_string(), "delivered 6 times".to_string())));
+    let stats = q.stats("tiny").await.unwrap();
+    assert_eq!((stats.length, stats.pending, stats.dead), (0, 0, 1));
+}
+
+#[tokio::test]
+async fn cancellation_and_judges_are_separate() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    q.cancel("tiny", "job-9").await.unwrap();
+    assert_eq!(q.cancelled_jobs("tiny").await.unwrap(), vec!["job-9".to_string()]);
+    assert!(q.cancelled_jobs("other").await.unwrap().is_empty());
+    q.enqueue("other", &[item(0)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    assert!(q.lease("tiny", "w", 5, Duration::from_millis(50), &mut conn).await.unwrap().is_empty());
+    assert!(q.enqueue("bad{name}", &[item(0)]).await.is_err());
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_ridden_out() {
+    let mut redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    q.enqueue("tiny", &[item(0)]).await.unwrap();
+    redis.restart();
+    // The first command after the restart may fail while the connection is re-made.
+    let mut ok = false;
+    for _ in 0..20 {
+        if q.enqueue("tiny", &[item(1)]).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the queue reconnects");
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let got = q.lease("tiny", "w", 5, Duration::from_millis(100), &mut conn).await.unwrap();
+    // Redis ran without persistence: item 0 is gone (the coordinator's sweeper re-enqueues
+    // such items from Postgres), item 1 is there.
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].item, item(1));
+}

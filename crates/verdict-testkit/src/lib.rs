@@ -1,0 +1,231 @@
+//! Throwaway servers for tests: a Redis and a Postgres of their own, on free ports, in
+//! temporary folders, stopped when the handle drops. They are started from the installed
+//! binaries (`redis-server`; Postgres' `initdb` and `postgres`), so tests never touch
+//! anyone's data and run on any Debian machine; when a binary is missing and we are root,
+//! it is installed with apt-get first.
+//!
+//! Postgres refuses to run as root, so as root the server runs as the `postgres` user.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on 127.0.0.1")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// Install Debian packages if `probe` is not found and we may.
+fn ensure(probe: impl Fn() -> Option<PathBuf>, packages: &[&str]) -> PathBuf {
+    if let Some(p) = probe() {
+        return p;
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = probe() {
+        return p;
+    }
+    assert!(is_root(), "{packages:?} not installed and not root: install them (apt-get install {})", packages.join(" "));
+    let _ = Command::new("apt-get").arg("update").status();
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("apt-get");
+    assert!(st.success(), "apt-get install {packages:?} failed");
+    probe().unwrap_or_else(|| panic!("{packages:?} installed but still not found"))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn stop(child: &mut Child, signal: i32) {
+    // SAFETY: kill on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A Redis server of our own.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let bin = ensure(|| which("redis-server"), &["redis-server"]);
+        Self::start_on(&bin, free_port())
+    }
+
+    fn start_on(bin: &Path, port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning redis-server");
+        wait_for_port(port, &mut child, "redis-server");
+        Redis { child, port, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stop the server (as a crash would) and start a new, empty one on the same port.
+    pub fn restart(&mut self) {
+        stop(&mut self.child, libc::SIGKILL);
+        let bin = ensure(|| which("redis-server"), &["redis-server"]);
+        *self = Self::start_on(&bin, self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        stop(&mut self.child, libc::SIGTERM);
+    }
+}
+
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file() && p.join("postgres").is_file())
+        .collect();
+    dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()));
+    dirs.pop().or_else(|| which("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
+}
+
+/// The uid and gid to run Postgres as: ourselves, or `postgres` when we are root.
+fn postgres_user() -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").ok()?;
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "running as root needs a `postgres` user to run the test database as");
+    // SAFETY: pw is non-null and points to libc's static passwd entry.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+/// A Postgres server of our own (trust auth, user `postgres`, fsync off).
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = ensure(postgres_bin_dir, &["postgresql"]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let user = postgres_user();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
+        }
+        let run = |cmd: &mut Command| {
+            if let Some((uid, gid)) = user {
+                cmd.uid(uid).gid(gid).env("HOME", "/tmp");
+            }
+            cmd.current_dir("/tmp");
+        };
+        let mut init = Command::new(bin.join("initdb"));
+        init.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]).stdout(Stdio::null());
+        run(&mut init);
+        let out = init.output().expect("spawning initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        run(&mut cmd);
+        let mut child = cmd.spawn().expect("spawning postgres");
+        wait_for_port(port, &mut child, "postgres");
+        Postgres { child, port, _dir: dir }
+    }
+
+    /// URL of database `name` (create it with [`Postgres::create_database`]).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Create a fresh database and return its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let bin = postgres_bin_dir().expect("postgres binaries").join("createdb");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(&bin)
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name])
+                .output()
+                .expect("spawning createdb");
+            if out.status.success() {
+                return self.url(name);
+            }
+            // The server accepts TCP a moment before it accepts logins.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                Instant::now() < deadline && err.contains("starting up"),
+                "createdb {name} failed: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT is Postgres' fast shutdown.
+        stop(&mut self.child, libc::SIGINT);
+    }
+}
+
+/// A unique name for per-test databases, stream keys and the like.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
