@@ -1,0 +1,157 @@
+//! Jobs: creation, listing, sealing, cancellation and progress.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+use verdict_core::LabelSpec;
+
+use crate::{corrupt, Result, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Open,
+    Running,
+    Done,
+    Cancelled,
+}
+
+/// Counts of a job's items by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub total: u64,
+    pub queued: u64,
+    pub done: u64,
+    pub rejected: u64,
+    pub dead: u64,
+    pub deduplicated: u64,
+    pub cancelled: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub name: String,
+    pub judge: String,
+    pub spec: LabelSpec,
+    pub sealed: bool,
+    pub cancelled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    /// The state follows from the flags and the counts; nothing else is kept, so any
+    /// coordinator replica computes the same answer.
+    pub fn state(&self, p: &Progress) -> JobState {
+        if self.cancelled {
+            JobState::Cancelled
+        } else if !self.sealed {
+            JobState::Open
+        } else if p.queued > 0 {
+            JobState::Running
+        } else {
+            JobState::Done
+        }
+    }
+}
+
+fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<JobRow> {
+    let id: Uuid = row.try_get("id")?;
+    let spec: serde_json::Value = row.try_get("spec")?;
+    Ok(JobRow {
+        id,
+        name: row.try_get("name")?,
+        judge: row.try_get("judge")?,
+        spec: serde_json::from_value(spec).map_err(|e| corrupt(format!("spec of job {id}"), e))?,
+        sealed: row.try_get("sealed")?,
+        cancelled: row.try_get("cancelled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_job(&self, name: &str, spec: &LabelSpec) -> Result<JobRow> {
+        let id = Uuid::new_v4();
+        let spec_json = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
+        let row = sqlx::query(
+            "INSERT INTO jobs (id, name, judge, spec) VALUES ($1, $2, $3, $4)
+             RETURNING id, name, judge, spec, sealed, cancelled, created_at",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(&spec.judge)
+        .bind(spec_json)
+        .fetch_one(&self.pool)
+        .await?;
+        job_from_row(&row)
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> Result<JobRow> {
+        let row = sqlx::query("SELECT id, name, judge, spec, sealed, cancelled, created_at FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        job_from_row(&row)
+    }
+
+    /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page.
+    pub async fn list_jobs(&self, limit: i64, before: Option<(DateTime<Utc>, Uuid)>) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, judge, spec, sealed, cancelled, created_at FROM jobs
+             WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(before.map(|b| b.0))
+        .bind(before.map(|b| b.1))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub async fn seal_job(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE jobs SET sealed = TRUE WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Cancel a job: its queued items become cancelled; stored verdicts stay.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE jobs SET cancelled = TRUE WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if n.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("job {id}")));
+        }
+        sqlx::query("UPDATE items SET state = 'cancelled', updated_at = now() WHERE job_id = $1 AND state = 'queued'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn progress(&self, id: Uuid) -> Result<Progress> {
+        let rows = sqlx::query("SELECT state, deduplicated, count(*) AS n FROM items WHERE job_id = $1 GROUP BY state, deduplicated")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut p = Progress::default();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let dedup: bool = row.try_get("deduplicated")?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            p.total += n;
+            match state.as_str() {
+                "queued" => p.queued += n,
+                "done" => p.done += n,
+                "rejected" => p.rejected += n,
+                "dead" => p.dead += n,
+                "cancelled" => p.cancelled += n,
+                other => return Err(corrupt(format!("state of an item of job {id}"), other)),
+            }
+            if dedup {
+                p.deduplicated += n;
+            }
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,78 @@
+//! Verdict's Postgres store, through sqlx: jobs, items, samples and verdicts.
+//!
+//! Every write is an upsert keyed by (job, item) or (job, item, sample index), so a
+//! redelivered item writes the same rows and never a second copy. Bulk writes pass one
+//! array per column through `UNNEST`. Array-valued columns (permutations, scores) travel as
+//! Postgres array literals in a text array and are cast per row, since `UNNEST` of a
+//! two-dimensional array would flatten it.
+//!
+//! Layout: [`jobs`] (create, list, seal, cancel, progress), [`items`] (insert, dedup,
+//! queue bookkeeping), [`results`] (recording verdicts and failures), [`read`] (verdict
+//! records back out, with filters).
+
+pub mod items;
+pub mod jobs;
+pub mod read;
+pub mod results;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub use items::{NewItem, StaleItem};
+pub use jobs::{JobRow, JobState, Progress};
+pub use read::VerdictFilter;
+pub use results::{Failure, FailureKind, Outcome};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("stored {what} is unreadable: {problem}")]
+    Corrupt { what: String, problem: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connect and bring the schema up to date (migrations are idempotent and take an
+    /// advisory lock, so many coordinators may start at once).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the database answers (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// A Postgres array literal (`{1,2,3}`) for values cast per row after `UNNEST`.
+pub(crate) fn array_literal<T: std::fmt::Display>(values: &[T]) -> String {
+    let body: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+pub(crate) fn corrupt(what: impl Into<String>, problem: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { what: what.into(), problem: problem.to_string() }
+}

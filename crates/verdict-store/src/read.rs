@@ -1,0 +1,164 @@
+//! Verdict records back out of the store, whole (with samples) or without samples.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+use verdict_core::parse::ParseFailure;
+use verdict_core::{FinishReason, Item, ParseStatus, Sample, Verdict, VerdictRecord};
+
+use crate::{corrupt, Result, Store, StoreError};
+
+/// Filters of `QueryVerdicts`; `None` means no filter.
+#[derive(Debug, Clone, Default)]
+pub struct VerdictFilter {
+    pub winner: Option<u32>,
+    pub min_margin: Option<u32>,
+    pub ties: Option<bool>,
+    pub min_agreement: Option<f64>,
+    pub after_item_id: Option<String>,
+    pub limit: Option<i64>,
+    pub with_samples: bool,
+}
+
+fn sample_from_row(r: &PgRow) -> Result<(String, Sample)> {
+    let item_id: String = r.try_get("item_id")?;
+    let index: i32 = r.try_get("sample_index")?;
+    let what = || format!("sample {index} of item {item_id}");
+    let status: String = r.try_get("status")?;
+    let status = match status.as_str() {
+        "valid" => ParseStatus::Valid,
+        "forced" => ParseStatus::Forced,
+        "invalid" => {
+            let f: Option<serde_json::Value> = r.try_get("failure")?;
+            let f: ParseFailure = match f {
+                Some(v) => serde_json::from_value(v).map_err(|e| corrupt(what(), e))?,
+                None => ParseFailure::NoScoreBlock,
+            };
+            ParseStatus::Invalid(f)
+        }
+        other => return Err(corrupt(what(), format!("status {other:?}"))),
+    };
+    let finish: String = r.try_get("finish")?;
+    let finish = match finish.as_str() {
+        "eos" => FinishReason::Eos,
+        "score_block" => FinishReason::ScoreBlock,
+        "length" => FinishReason::Length,
+        other => return Err(corrupt(what(), format!("finish {other:?}"))),
+    };
+    let perm: Vec<i32> = r.try_get("permutation")?;
+    let scores: Option<Vec<i16>> = r.try_get("scores")?;
+    let sample = Sample {
+        index: index as u32,
+        permutation: perm.into_iter().map(|x| x as u32).collect(),
+        principles: r.try_get("principles")?,
+        critique: r.try_get("critique")?,
+        scores: scores.map(|s| s.into_iter().map(|x| x as u8).collect()),
+        status,
+        finish,
+        prompt_tokens: r.try_get::<i32, _>("prompt_tokens")? as u32,
+        completion_tokens: r.try_get::<i32, _>("completion_tokens")? as u32,
+        meta_score: r.try_get("meta_score")?,
+        raw: r.try_get("raw")?,
+    };
+    Ok((item_id, sample))
+}
+
+fn record_from_row(r: &PgRow, samples: Vec<Sample>) -> Result<VerdictRecord> {
+    let item_id: String = r.try_get("item_id")?;
+    let item: serde_json::Value = r.try_get("item")?;
+    let item: Item = serde_json::from_value(item).map_err(|e| corrupt(format!("item {item_id}"), e))?;
+    let summed: Vec<i32> = r.try_get("summed")?;
+    let winner: Option<i32> = r.try_get("winner")?;
+    let verdict = Verdict {
+        summed: summed.into_iter().map(|x| x as u32).collect(),
+        mean: r.try_get("mean")?,
+        sample_scores: samples.iter().map(|s| s.valid_scores().map(<[u8]>::to_vec)).collect(),
+        winner: winner.map(|w| w as usize),
+        margin: r.try_get::<i32, _>("margin")? as u32,
+        tie: r.try_get("tie")?,
+        valid: r.try_get::<i32, _>("valid")? as u32,
+        agreement: r.try_get("agreement")?,
+    };
+    let agrees_with_reference = match (item.reference_winner, verdict.winner) {
+        (Some(a), Some(b)) => Some(a == b),
+        _ => None,
+    };
+    Ok(VerdictRecord {
+        id: item.id.clone(),
+        key: r.try_get("key")?,
+        judge: r.try_get("judge")?,
+        template: r.try_get("template")?,
+        prompt: item.prompt,
+        responses: item.responses,
+        verdict,
+        reference_winner: item.reference_winner,
+        agrees_with_reference,
+        metadata: item.metadata,
+        samples,
+    })
+}
+
+const SAMPLE_COLUMNS: &str = "item_id, sample_index, permutation, principles, critique, scores, status, failure, finish, prompt_tokens, completion_tokens, meta_score, raw";
+
+impl Store {
+    pub async fn get_verdict(&self, job_id: Uuid, item_id: &str) -> Result<VerdictRecord> {
+        let mut found = self
+            .query_verdicts(
+                job_id,
+                &VerdictFilter { after_item_id: None, limit: None, with_samples: true, ..Default::default() },
+                Some(item_id),
+            )
+            .await?;
+        found.pop().ok_or_else(|| StoreError::NotFound(format!("verdict for item {item_id} of job {job_id}")))
+    }
+
+    /// Verdicts of a job matching the filter, in item-id order.
+    pub async fn query_verdicts(&self, job_id: Uuid, f: &VerdictFilter, only_item: Option<&str>) -> Result<Vec<VerdictRecord>> {
+        let rows = sqlx::query(
+            "SELECT v.item_id, v.key, v.judge, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, i.item
+             FROM verdicts v JOIN items i ON i.job_id = v.job_id AND i.item_id = v.item_id
+             WHERE v.job_id = $1
+               AND ($2::int IS NULL OR v.winner = $2)
+               AND ($3::int IS NULL OR v.margin >= $3)
+               AND ($4::bool IS NULL OR v.tie = $4)
+               AND ($5::float8 IS NULL OR v.agreement >= $5)
+               AND ($6::text IS NULL OR v.item_id > $6)
+               AND ($7::text IS NULL OR v.item_id = $7)
+             ORDER BY v.item_id
+             LIMIT $8",
+        )
+        .bind(job_id)
+        .bind(f.winner.map(|x| x as i32))
+        .bind(f.min_margin.map(|x| x as i32))
+        .bind(f.ties)
+        .bind(f.min_agreement)
+        .bind(f.after_item_id.as_deref())
+        .bind(only_item)
+        .bind(f.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
+        if f.with_samples && !rows.is_empty() {
+            let ids: Vec<String> = rows.iter().map(|r| r.try_get("item_id")).collect::<Result<_, _>>()?;
+            let srows = sqlx::query(&format!(
+                "SELECT {SAMPLE_COLUMNS} FROM samples WHERE job_id = $1 AND item_id = ANY($2) ORDER BY item_id, sample_index"
+            ))
+            .bind(job_id)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &srows {
+                let (id, s) = sample_from_row(r)?;
+                samples.entry(id).or_default().push(s);
+            }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("item_id")?;
+                record_from_row(r, samples.remove(&id).unwrap_or_default())
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,231 @@
+//! Recording what workers report: verdicts with their samples, and items that produced no
+//! verdict. One transaction per report, so a report is stored whole or not at all.
+
+use uuid::Uuid;
+use verdict_core::{FinishReason, ParseStatus, VerdictRecord};
+
+use crate::{array_literal, corrupt, Result, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The item cannot be judged (e.g. too long); retrying will not help.
+    Rejected,
+    /// Delivered too many times without a result.
+    Dead,
+    /// Its job was cancelled.
+    Cancelled,
+}
+
+impl FailureKind {
+    fn state(self) -> &'static str {
+        match self {
+            FailureKind::Rejected => "rejected",
+            FailureKind::Dead => "dead",
+            FailureKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub error: String,
+}
+
+/// One item's outcome.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Verdict { job_id: Uuid, record: Box<VerdictRecord>, worker: String },
+    Failure { job_id: Uuid, item_id: String, failure: Failure },
+}
+
+fn status_name(s: &ParseStatus) -> &'static str {
+    match s {
+        ParseStatus::Valid => "valid",
+        ParseStatus::Forced => "forced",
+        ParseStatus::Invalid(_) => "invalid",
+    }
+}
+
+fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Eos => "eos",
+        FinishReason::ScoreBlock => "score_block",
+        FinishReason::Length => "length",
+    }
+}
+
+#[derive(Default)]
+struct SampleColumns {
+    job: Vec<Uuid>,
+    item: Vec<String>,
+    index: Vec<i32>,
+    permutation: Vec<String>,
+    principles: Vec<String>,
+    critique: Vec<String>,
+    scores: Vec<Option<String>>,
+    status: Vec<&'static str>,
+    failure: Vec<Option<serde_json::Value>>,
+    finish: Vec<&'static str>,
+    prompt_tokens: Vec<i32>,
+    completion_tokens: Vec<i32>,
+    meta: Vec<Option<f32>>,
+    raw: Vec<String>,
+}
+
+#[derive(Default)]
+struct VerdictColumns {
+    job: Vec<Uuid>,
+    item: Vec<String>,
+    key: Vec<String>,
+    judge: Vec<String>,
+    template: Vec<String>,
+    summed: Vec<String>,
+    mean: Vec<String>,
+    winner: Vec<Option<i32>>,
+    margin: Vec<i32>,
+    tie: Vec<bool>,
+    valid: Vec<i32>,
+    agreement: Vec<f64>,
+    worker: Vec<String>,
+}
+
+impl Store {
+    /// Store a report: upsert verdicts and samples, mark items done; mark failed items.
+    /// Items of cancelled jobs stay cancelled (a late verdict is still kept).
+    pub async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
+        let mut s = SampleColumns::default();
+        let mut v = VerdictColumns::default();
+        let (mut f_job, mut f_item, mut f_state, mut f_error) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for o in outcomes {
+            match o {
+                Outcome::Verdict { job_id, record, worker } => {
+                    let r = record.as_ref();
+                    for smp in &r.samples {
+                        s.job.push(*job_id);
+                        s.item.push(r.id.clone());
+                        s.index.push(smp.index as i32);
+                        s.permutation.push(array_literal(&smp.permutation));
+                        s.principles.push(smp.principles.clone());
+                        s.critique.push(smp.critique.clone());
+                        s.scores.push(smp.scores.as_ref().map(|x| array_literal(x)));
+                        s.status.push(status_name(&smp.status));
+                        s.failure.push(match &smp.status {
+                            ParseStatus::Invalid(f) => Some(serde_json::to_value(f).map_err(|e| corrupt("parse failure", e))?),
+                            _ => None,
+                        });
+                        s.finish.push(finish_name(smp.finish));
+                        s.prompt_tokens.push(smp.prompt_tokens as i32);
+                        s.completion_tokens.push(smp.completion_tokens as i32);
+                        s.meta.push(smp.meta_score);
+                        s.raw.push(smp.raw.clone());
+                    }
+                    let vd = &r.verdict;
+                    v.job.push(*job_id);
+                    v.item.push(r.id.clone());
+                    v.key.push(r.key.clone());
+                    v.judge.push(r.judge.clone());
+                    v.template.push(r.template.clone());
+                    v.summed.push(array_literal(&vd.summed));
+                    v.mean.push(array_literal(&vd.mean));
+                    v.winner.push(vd.winner.map(|w| w as i32));
+                    v.margin.push(vd.margin as i32);
+                    v.tie.push(vd.tie);
+                    v.valid.push(vd.valid as i32);
+                    v.agreement.push(vd.agreement);
+                    v.worker.push(worker.clone());
+                }
+                Outcome::Failure { job_id, item_id, failure } => {
+                    f_job.push(*job_id);
+                    f_item.push(item_id.clone());
+                    f_state.push(failure.kind.state());
+                    f_error.push(failure.error.clone());
+                }
+            }
+        }
+
+        let mut tx = self.pool.begin().await?;
+        if !v.job.is_empty() {
+            sqlx::query(
+                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker)
+                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[])
+                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker)
+                 ON CONFLICT (job_id, item_id) DO UPDATE SET
+                   key = EXCLUDED.key, judge = EXCLUDED.judge, template = EXCLUDED.template, summed = EXCLUDED.summed,
+                   mean = EXCLUDED.mean, winner = EXCLUDED.winner, margin = EXCLUDED.margin, tie = EXCLUDED.tie,
+                   valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker",
+            )
+            .bind(&v.job)
+            .bind(&v.item)
+            .bind(&v.key)
+            .bind(&v.judge)
+            .bind(&v.template)
+            .bind(&v.summed)
+            .bind(&v.mean)
+            .bind(&v.winner)
+            .bind(&v.margin)
+            .bind(&v.tie)
+            .bind(&v.valid)
+            .bind(&v.agreement)
+            .bind(&v.worker)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE items SET state = 'done', error = NULL, entry_id = NULL, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::text[]) AS u(job_id, item_id)
+                 WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state <> 'cancelled'",
+            )
+            .bind(&v.job)
+            .bind(&v.item)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !s.job.is_empty() {
+            sqlx::query(
+                "INSERT INTO samples (job_id, item_id, sample_index, permutation, principles, critique, scores, status, failure, finish, prompt_tokens, completion_tokens, meta_score, raw)
+                 SELECT job_id, item_id, sample_index, permutation::int[], principles, critique, scores::smallint[], status, failure, finish, prompt_tokens, completion_tokens, meta_score, raw
+                 FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int[], $12::int[], $13::real[], $14::text[])
+                   AS u(job_id, item_id, sample_index, permutation, principles, critique, scores, status, failure, finish, prompt_tokens, completion_tokens, meta_score, raw)
+                 ON CONFLICT (job_id, item_id, sample_index) DO UPDATE SET
+                   permutation = EXCLUDED.permutation, principles = EXCLUDED.principles, critique = EXCLUDED.critique,
+                   scores = EXCLUDED.scores, status = EXCLUDED.status, failure = EXCLUDED.failure, finish = EXCLUDED.finish,
+                   prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
+                   meta_score = EXCLUDED.meta_score, raw = EXCLUDED.raw",
+            )
+            .bind(&s.job)
+            .bind(&s.item)
+            .bind(&s.index)
+            .bind(&s.permutation)
+            .bind(&s.principles)
+            .bind(&s.critique)
+            .bind(&s.scores)
+            .bind(&s.status)
+            .bind(&s.failure)
+            .bind(&s.finish)
+            .bind(&s.prompt_tokens)
+            .bind(&s.completion_tokens)
+            .bind(&s.meta)
+            .bind(&s.raw)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !f_job.is_empty() {
+            // A failure never overwrites a verdict: an item done by one delivery stays done
+            // if a stale delivery of it is later declared dead.
+            sqlx::query(
+                "UPDATE items SET state = u.state, error = u.error, entry_id = NULL, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(job_id, item_id, state, error)
+                 WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state = 'queued'",
+            )
+            .bind(&f_job)
+            .bind(&f_item)
+            .bind(&f_state)
+            .bind(&f_error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
