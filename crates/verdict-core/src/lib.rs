@@ -15,6 +15,7 @@
 //!
 //! Everything here is deterministic: the same inputs give the same outputs on any machine.
 
+pub mod export;
 pub mod item;
 pub mod key;
 pub mod parse;

@@ -4,6 +4,7 @@
 //! a [`FieldError`] naming it, never a panic.
 
 pub mod convert;
+pub mod metrics_http;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

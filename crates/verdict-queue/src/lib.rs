@@ -346,6 +346,61 @@ impl Queue {
         Ok(c.smembers(&k.cancelled).await?)
     }
 
+    /// Record that a worker is alive for `ttl` (workers heartbeat well within it).
+    pub async fn register_worker(&self, worker: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let key = format!("{}:worker:{}", self.cfg.prefix, worker.id);
+        let json = serde_json::to_string(worker).unwrap_or_default();
+        let mut c = self.conn.clone();
+        let _: () = c.set_ex(key, json, ttl.as_secs().max(1)).await?;
+        Ok(())
+    }
+
+    /// Workers heard from within their TTL.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let mut c = self.conn.clone();
+        let pattern = format!("{}:worker:*", self.cfg.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(200).query_async(&mut c).await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        let mut out: Vec<WorkerInfo> = values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Make entries this consumer holds reclaimable at once (a worker shutting down before
+    /// it could finish them), without counting a delivery.
+    pub async fn release(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let _: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&k.items)
+            .arg(&self.cfg.group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("IDLE")
+            .arg(self.cfg.lease_timeout.as_millis() as u64 + 1)
+            .arg("JUSTID")
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
     pub async fn stats(&self, judge: &str) -> Result<QueueStats> {
         let k = self.keys(judge)?;
         let mut c = self.conn.clone();
@@ -362,6 +417,17 @@ impl Queue {
         };
         Ok(QueueStats { length, pending, dead })
     }
+}
+
+/// What a worker says about itself in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub judge: String,
+    pub device: String,
+    pub in_flight: u32,
+    /// Unix seconds of the heartbeat.
+    pub seen_at: u64,
 }
 
 /// A dedicated connection for blocking reads.

@@ -117,3 +117,21 @@ async fn a_redis_restart_is_ridden_out() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].item, item(1));
 }
+
+#[tokio::test]
+async fn released_entries_are_reclaimable_at_once_and_workers_register() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    q.enqueue("tiny", &[item(0)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let got = q.lease("tiny", "leaving", 1, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert!(q.reclaim("tiny", "other", 5).await.unwrap().is_empty());
+    q.release("tiny", "leaving", &[got[0].id.clone()]).await.unwrap();
+    let again = q.reclaim("tiny", "other", 5).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].deliveries, 2);
+
+    let info = verdict_queue::WorkerInfo { id: "w1".into(), judge: "tiny".into(), device: "cpu".into(), in_flight: 3, seen_at: 1 };
+    q.register_worker(&info, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(q.workers().await.unwrap(), vec![info]);
+}

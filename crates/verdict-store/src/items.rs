@@ -90,9 +90,9 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
     }
 
-    /// Of these ids, the ones still queued (to enqueue: new, or re-sent after a failure).
-    pub async fn still_queued(&self, job_id: Uuid, item_ids: &[String]) -> Result<Vec<(String, Item)>> {
-        let rows = sqlx::query("SELECT item_id, item FROM items WHERE job_id = $1 AND item_id = ANY($2) AND state = 'queued' ORDER BY item_id")
+    /// Of these ids, the ones still queued, with their queue entry if they have one.
+    pub async fn still_queued(&self, job_id: Uuid, item_ids: &[String]) -> Result<Vec<(String, Item, Option<String>)>> {
+        let rows = sqlx::query("SELECT item_id, item, entry_id FROM items WHERE job_id = $1 AND item_id = ANY($2) AND state = 'queued' ORDER BY item_id")
             .bind(job_id)
             .bind(item_ids)
             .fetch_all(&self.pool)
@@ -102,7 +102,7 @@ impl Store {
                 let id: String = r.try_get("item_id")?;
                 let item: serde_json::Value = r.try_get("item")?;
                 let item = serde_json::from_value(item).map_err(|e| corrupt(format!("item {id}"), e))?;
-                Ok((id, item))
+                Ok((id, item, r.try_get("entry_id")?))
             })
             .collect()
     }

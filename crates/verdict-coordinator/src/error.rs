@@ -1,0 +1,52 @@
+//! The coordinator's errors and their one mapping to gRPC status codes. Internal failures
+//! are logged in full and shown to clients as generic text.
+
+use verdict_proto::ConvertError;
+use verdict_queue::QueueError;
+use verdict_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Precondition(String),
+}
+
+impl From<ConvertError> for CoordinatorError {
+    fn from(e: ConvertError) -> Self {
+        CoordinatorError::Invalid(e.to_string())
+    }
+}
+
+impl From<CoordinatorError> for tonic::Status {
+    fn from(e: CoordinatorError) -> Self {
+        match e {
+            CoordinatorError::Invalid(m) => tonic::Status::invalid_argument(m),
+            CoordinatorError::Precondition(m) => tonic::Status::failed_precondition(m),
+            CoordinatorError::Store(StoreError::NotFound(what)) => tonic::Status::not_found(format!("{what} not found")),
+            CoordinatorError::Queue(QueueError::BadJudge(j)) => {
+                tonic::Status::invalid_argument(QueueError::BadJudge(j).to_string())
+            }
+            CoordinatorError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                tonic::Status::unavailable("the store is unavailable; retry")
+            }
+            CoordinatorError::Queue(e) => {
+                tracing::error!(error = %e, "queue failure");
+                tonic::Status::unavailable("the queue is unavailable; retry")
+            }
+        }
+    }
+}
+
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+/// Parse a job id from the wire.
+pub fn job_id(s: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(s.trim()).map_err(|_| CoordinatorError::Invalid(format!("job_id {s:?} is not a job id (a UUID)")))
+}

@@ -1,0 +1,65 @@
+//! Puts lost work back on the queue. A queued item whose stream entry no longer exists was
+//! neither acknowledged (it would be done) nor dead-lettered (it would be dead): its entry
+//! was lost, by a Redis restart without persistence or an enqueue that failed after the
+//! commit. Items are claimed with SKIP LOCKED, so replicas share the sweep.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use verdict_store::StaleItem;
+
+use crate::error::Result;
+use crate::server::Shared;
+
+/// One pass: check up to `batch` items untouched for `age`; re-enqueue the lost ones.
+pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<usize> {
+    let stale = shared.store.claim_stale(age.as_secs_f64(), batch).await?;
+    let mut by_job: HashMap<uuid::Uuid, Vec<StaleItem>> = HashMap::new();
+    for s in stale {
+        by_job.entry(s.job_id).or_default().push(s);
+    }
+    let mut requeued = 0;
+    for (job_id, items) in by_job {
+        let judge = items[0].spec.judge.clone();
+        let entries: Vec<String> = items.iter().map(|s| s.entry_id.clone().unwrap_or_else(|| "0-0".into())).collect();
+        let exists = shared.queue.exists(&judge, &entries).await?;
+        let lost: Vec<(String, verdict_core::Item)> = items
+            .into_iter()
+            .zip(exists)
+            .filter(|(s, present)| !present || s.entry_id.is_none())
+            .map(|(s, _)| (s.item_id, s.item))
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let job = shared.store.get_job(job_id).await?;
+        let n = shared.enqueue(&job, lost).await?;
+        shared.metrics.items_requeued.inc_by(n as u64);
+        tracing::warn!(job = %job_id, items = n, "re-enqueued items whose queue entries were lost");
+        requeued += n;
+    }
+    Ok(requeued)
+}
+
+/// Sweep every `every` until `shutdown` fires.
+pub async fn run(shared: Shared, every: Duration, age: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                loop {
+                    match sweep_once(&shared, age, 500).await {
+                        Ok(500..) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sweep failed; will retry");
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

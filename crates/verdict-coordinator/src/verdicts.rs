@@ -1,0 +1,133 @@
+//! The verdict service: one verdict, a filtered stream, or a job's export rows. Streams
+//! page through the store so a job of any size is sent with bounded memory.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+use verdict_core::export::{dpo_row, reward_rows};
+use verdict_core::VerdictRecord;
+use verdict_proto::convert::record_to_wire;
+use verdict_proto::v1::{self, verdict_service_server::VerdictService};
+use verdict_store::VerdictFilter;
+
+use crate::error::{job_id, CoordinatorError};
+use crate::server::Shared;
+
+pub struct Verdicts {
+    pub shared: Shared,
+}
+
+const PAGE: i64 = 256;
+
+type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Page through a job's verdicts, sending what `f` makes of each page.
+fn paged<T: Send + 'static>(
+    shared: Shared,
+    job: Uuid,
+    mut filter: VerdictFilter,
+    f: impl Fn(Vec<VerdictRecord>) -> Result<Vec<T>, Status> + Send + 'static,
+) -> Out<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let total = filter.limit.unwrap_or(i64::MAX);
+        let mut sent = 0i64;
+        loop {
+            filter.limit = Some(PAGE.min(total - sent));
+            let page = match shared.store.query_verdicts(job, &filter, None).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(CoordinatorError::from(e).into())).await;
+                    return;
+                }
+            };
+            let n = page.len() as i64;
+            filter.after_item_id = page.last().map(|r| r.id.clone());
+            let rows = match f(page) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            for row in rows {
+                if tx.send(Ok(row)).await.is_err() {
+                    return;
+                }
+            }
+            sent += n;
+            if n < PAGE || sent >= total {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn json_row<T: serde::Serialize>(row: &T) -> Result<v1::ExportRow, Status> {
+    serde_json::to_string(row).map(|json| v1::ExportRow { json }).map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl VerdictService for Verdicts {
+    async fn get_verdict(&self, req: Request<v1::GetVerdictRequest>) -> Result<Response<v1::VerdictRecord>, Status> {
+        let req = req.into_inner();
+        let job = job_id(&req.job_id)?;
+        let r = self.shared.store.get_verdict(job, &req.item_id).await.map_err(CoordinatorError::from)?;
+        Ok(Response::new(record_to_wire(&req.job_id, &r)))
+    }
+
+    type QueryVerdictsStream = Out<v1::VerdictRecord>;
+
+    async fn query_verdicts(&self, req: Request<v1::QueryVerdictsRequest>) -> Result<Response<Self::QueryVerdictsStream>, Status> {
+        let req = req.into_inner();
+        let job = job_id(&req.job_id)?;
+        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let filter = VerdictFilter {
+            winner: req.winner,
+            min_margin: req.min_margin,
+            ties: req.ties,
+            min_agreement: req.min_agreement,
+            after_item_id: (!req.after_item_id.is_empty()).then_some(req.after_item_id),
+            limit: (req.limit > 0).then_some(req.limit as i64),
+            with_samples: !req.without_samples,
+        };
+        let job_str = job.to_string();
+        Ok(Response::new(paged(self.shared.clone(), job, filter, move |page| {
+            Ok(page.iter().map(|r| record_to_wire(&job_str, r)).collect())
+        })))
+    }
+
+    type ExportJobStream = Out<v1::ExportRow>;
+
+    async fn export_job(&self, req: Request<v1::ExportJobRequest>) -> Result<Response<Self::ExportJobStream>, Status> {
+        let req = req.into_inner();
+        let job = job_id(&req.job_id)?;
+        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let format = v1::ExportFormat::try_from(req.format).unwrap_or_default();
+        let with_samples = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified);
+        let filter = VerdictFilter { with_samples, ..Default::default() };
+        let min_margin = req.min_margin;
+        Ok(Response::new(paged(self.shared.clone(), job, filter, move |page| {
+            let mut out = Vec::new();
+            for r in &page {
+                match format {
+                    v1::ExportFormat::Dpo => {
+                        if let Some(row) = dpo_row(r, min_margin) {
+                            out.push(json_row(&row)?);
+                        }
+                    }
+                    v1::ExportFormat::Rewards => {
+                        for row in reward_rows(r) {
+                            out.push(json_row(&row)?);
+                        }
+                    }
+                    _ => out.push(json_row(r)?),
+                }
+            }
+            Ok(out)
+        })))
+    }
+}

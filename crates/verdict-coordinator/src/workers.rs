@@ -1,0 +1,107 @@
+//! The worker service: results are committed to Postgres, then their queue entries are
+//! acknowledged (or, for dead items, moved to the dead letters). A report that fails to
+//! commit acknowledges nothing, so its entries are delivered again.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tonic::{Request, Response, Status};
+use verdict_proto::convert::record_from_wire;
+use verdict_proto::v1::{self, item_failure::Kind, item_result::Outcome as WireOutcome, worker_service_server::WorkerService};
+use verdict_queue::WorkerInfo;
+use verdict_store::{Failure, FailureKind, Outcome};
+
+use crate::error::{job_id, CoordinatorError};
+use crate::server::Shared;
+
+pub struct Workers {
+    pub shared: Shared,
+}
+
+/// How long a worker counts as alive after a heartbeat.
+const WORKER_TTL: Duration = Duration::from_secs(30);
+
+struct Dead {
+    entry: String,
+    job: String,
+    item: String,
+    reason: String,
+    deliveries: u64,
+}
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    async fn report_results(&self, req: Request<v1::ReportResultsRequest>) -> Result<Response<v1::ReportResultsResponse>, Status> {
+        let started = Instant::now();
+        let req = req.into_inner();
+        let mut outcomes = Vec::with_capacity(req.results.len());
+        let mut ack = Vec::new();
+        let mut dead = Vec::new();
+        let (mut done, mut samples, mut tokens, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+        for r in req.results {
+            let job = job_id(&r.job_id)?;
+            match r.outcome {
+                Some(WireOutcome::Verdict(v)) => {
+                    let record = record_from_wire(&v).map_err(|e| CoordinatorError::Invalid(format!("result for item {}: {e}", r.item_id)))?;
+                    if record.id != r.item_id {
+                        return Err(CoordinatorError::Invalid(format!("result for item {} carries item {}", r.item_id, record.id)).into());
+                    }
+                    done += 1;
+                    samples += record.samples.len() as u64;
+                    tokens += record.samples.iter().map(|s| s.completion_tokens as u64).sum::<u64>();
+                    outcomes.push(Outcome::Verdict { job_id: job, record: Box::new(record), worker: req.worker_id.clone() });
+                    ack.push(r.entry_id);
+                }
+                Some(WireOutcome::Failure(f)) => {
+                    let kind = match Kind::try_from(f.kind).unwrap_or_default() {
+                        Kind::Rejected => FailureKind::Rejected,
+                        Kind::Dead => FailureKind::Dead,
+                        Kind::Cancelled => FailureKind::Cancelled,
+                        Kind::Unspecified => return Err(CoordinatorError::Invalid(format!("failure of item {} has no kind", r.item_id)).into()),
+                    };
+                    let error = if f.field.is_empty() { f.message.clone() } else { format!("field `{}` {}", f.field, f.message) };
+                    match kind {
+                        FailureKind::Dead => dead.push(Dead { entry: r.entry_id, job: r.job_id.clone(), item: r.item_id.clone(), reason: error.clone(), deliveries: f.deliveries }),
+                        FailureKind::Rejected => {
+                            rejected += 1;
+                            ack.push(r.entry_id);
+                        }
+                        FailureKind::Cancelled => ack.push(r.entry_id),
+                    }
+                    outcomes.push(Outcome::Failure { job_id: job, item_id: r.item_id, failure: Failure { kind, error } });
+                }
+                None => return Err(CoordinatorError::Invalid(format!("result for item {} has no outcome", r.item_id)).into()),
+            }
+        }
+        // Commit first; only then acknowledge.
+        self.shared.store.record(&outcomes).await.map_err(CoordinatorError::from)?;
+        let mut acknowledged = self.shared.queue.ack(&req.judge, &ack).await.map_err(CoordinatorError::from)?;
+        for d in &dead {
+            if self.shared.queue.dead_letter(&req.judge, &d.entry, &d.job, &d.item, &d.reason, d.deliveries).await.map_err(CoordinatorError::from)? {
+                acknowledged += 1;
+            }
+            tracing::warn!(job = %d.job, item = %d.item, reason = %d.reason, "item dead-lettered");
+        }
+        let m = &self.shared.metrics;
+        m.items_done.inc_by(done);
+        m.items_dead.inc_by(dead.len() as u64);
+        m.items_rejected.with_label_values(&["engine"]).inc_by(rejected);
+        m.samples_stored.inc_by(samples);
+        m.generated_tokens.inc_by(tokens);
+        m.report_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(v1::ReportResultsResponse { acknowledged: acknowledged as u32 }))
+    }
+
+    async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        let info = WorkerInfo {
+            id: req.worker_id,
+            judge: req.judge.clone(),
+            device: req.device,
+            in_flight: req.in_flight,
+            seen_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        self.shared.queue.register_worker(&info, WORKER_TTL).await.map_err(CoordinatorError::from)?;
+        let cancelled_jobs = self.shared.queue.cancelled_jobs(&req.judge).await.map_err(CoordinatorError::from)?;
+        Ok(Response::new(v1::HeartbeatResponse { cancelled_jobs }))
+    }
+}
