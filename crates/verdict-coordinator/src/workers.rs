@@ -104,4 +104,14 @@ impl WorkerService for Workers {
         let cancelled_jobs = self.shared.queue.cancelled_jobs(&req.judge).await.map_err(CoordinatorError::from)?;
         Ok(Response::new(v1::HeartbeatResponse { cancelled_jobs }))
     }
+
+    async fn list_workers(&self, _req: Request<v1::ListWorkersRequest>) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let workers = self.shared.queue.workers().await.map_err(CoordinatorError::from)?;
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: workers
+                .into_iter()
+                .map(|w| v1::WorkerStatus { worker_id: w.id, judge: w.judge, device: w.device, in_flight: w.in_flight, seen_at: w.seen_at })
+                .collect(),
+        }))
+    }
 }

@@ -1,0 +1,51 @@
+//! Worker settings (plain values; the CLI fills them from flags and the environment).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use verdict_queue::QueueConfig;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process: it is the worker's consumer name on the queue (two processes
+    /// sharing a name could not recover each other's leases).
+    pub worker_id: String,
+    /// The judge name this worker serves: it reads that judge's stream.
+    pub judge: String,
+    /// The coordinator's gRPC URL, e.g. `http://127.0.0.1:50051`.
+    pub coordinator: String,
+    pub redis_url: String,
+    pub queue: QueueConfig,
+    /// Most sequences (samples) decoded together; items per lease = this / k.
+    pub max_batch: usize,
+    /// Longest wait for new entries in one read.
+    pub lease_block: Duration,
+    /// Heartbeat and lease refresh period (well under the lease timeout).
+    pub heartbeat_every: Duration,
+    /// How often to look for entries abandoned by dead workers.
+    pub reclaim_every: Duration,
+    /// How long to finish the batch in hand after shutdown begins.
+    pub drain_timeout: Duration,
+    /// "cpu", "cuda:0", ... (reported in heartbeats).
+    pub device: String,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl WorkerConfig {
+    pub fn new(worker_id: String, judge: String, coordinator: String, redis_url: String) -> Self {
+        Self {
+            worker_id,
+            judge,
+            coordinator,
+            redis_url,
+            queue: QueueConfig::default(),
+            max_batch: 32,
+            lease_block: Duration::from_secs(2),
+            heartbeat_every: Duration::from_secs(5),
+            reclaim_every: Duration::from_secs(15),
+            drain_timeout: Duration::from_secs(120),
+            device: "cpu".into(),
+            metrics_listen: None,
+        }
+    }
+}
