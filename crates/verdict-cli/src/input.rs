@@ -50,15 +50,30 @@ fn peek_id(text: &str) -> Option<String> {
     }
 }
 
-pub fn read_jsonl(path: &Path) -> anyhow::Result<Dataset> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+/// Read a dataset: Parquet (by the `.parquet` extension; "line" then means row, from 1)
+/// or JSONL.
+pub fn read_dataset(path: &Path) -> anyhow::Result<Dataset> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        let rows = crate::tabular::read_parquet_rows(path)?;
+        Ok(parse_lines(rows.into_iter().enumerate().map(|(i, r)| (i + 1, r))))
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut lines = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("{}: line {} is not readable UTF-8 text", path.display(), i + 1))?;
+            lines.push((i + 1, line));
+        }
+        Ok(parse_lines(lines.into_iter()))
+    }
+}
+
+/// Parse numbered JSON lines into items, keeping every bad line with its reason.
+pub fn parse_lines(lines: impl Iterator<Item = (usize, String)>) -> Dataset {
     let mut items = Vec::new();
     let mut rejected = Vec::new();
     let mut duplicates = 0;
     let mut seen: HashMap<String, (usize, String)> = HashMap::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("{}: line {n} is not readable UTF-8 text", path.display()))?;
+    for (n, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
@@ -83,5 +98,5 @@ pub fn read_jsonl(path: &Path) -> anyhow::Result<Dataset> {
             Err(e) => rejected.push(reject(n, peek_id(&line), &e, &line)),
         }
     }
-    Ok(Dataset { items, rejected, duplicates })
+    Dataset { items, rejected, duplicates }
 }

@@ -10,16 +10,17 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use verdict_core::{Aggregation, ContentKey, LabelSpec, OnBudget, VerdictRecord};
+use verdict_core::{Aggregation, ContentKey, VerdictRecord};
 use verdict_engine::{device, EngineError, EngineOptions, Judge};
 
-use crate::input::{read_jsonl, Rejected};
+use crate::input::{read_dataset, Rejected};
+use crate::spec_args::SpecArgs;
 use crate::model_cmd::default_tiny_model;
 use crate::output::{scan_existing, JsonlWriter};
 
 #[derive(Args)]
 pub struct LabelArgs {
-    /// Input JSONL: {prompt, chosen, rejected}, {prompt, responses} or {messages, responses}, each with an optional id.
+    /// Input JSONL or Parquet (.parquet): {prompt, chosen, rejected}, {prompt, responses} or {messages, responses}, each with an optional id.
     input: PathBuf,
     /// Output JSONL, one verdict per item. An existing file is resumed: items already in it are skipped.
     #[arg(short, long)]
@@ -27,30 +28,11 @@ pub struct LabelArgs {
     /// Judge model folder (Hugging Face layout). Without it, a tiny random model is made and used: its verdicts are noise.
     #[arg(long, env = "VERDICT_MODEL")]
     model: Option<PathBuf>,
-    /// Samples per item.
-    #[arg(long, default_value_t = 8)]
-    k: u32,
-    /// Sampling temperature (0 with k = 1 is greedy).
-    #[arg(long, default_value_t = 0.5)]
-    temperature: f32,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Most tokens per judgement.
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: u32,
-    /// Seed: with the same seed, model and input, every sample is the same.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Meta reward model folder (a *ForSequenceClassification checkpoint); switches aggregation to meta-RM voting.
     #[arg(long)]
     meta_rm: Option<PathBuf>,
-    /// Samples kept by meta-RM voting (default k/2).
-    #[arg(long)]
-    k_meta: Option<u32>,
-    /// When a judgement runs out of tokens before its scores: force them (marked "forced") or count it invalid.
-    #[arg(long, default_value = "force", value_parser = ["force", "invalid"])]
-    on_budget: String,
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -79,7 +61,7 @@ fn rejected_record(r: &Rejected) -> serde_json::Value {
 
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dataset = read_jsonl(&args.input)?;
+    let dataset = read_dataset(&args.input)?;
     let mut rejected = dataset.rejected;
     if !rejected.is_empty() && !args.skip_invalid {
         for r in rejected.iter().take(20) {
@@ -107,15 +89,9 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let judge = Judge::load(&model_dir, args.meta_rm.as_deref(), options)
         .with_context(|| format!("loading the judge from {}", model_dir.display()))?;
 
-    let mut spec = LabelSpec::new(judge.identity());
-    spec.k = args.k;
-    spec.temperature = args.temperature;
-    spec.top_p = args.top_p;
-    spec.max_new_tokens = args.max_new_tokens;
-    spec.seed = args.seed;
-    spec.on_budget = if args.on_budget == "invalid" { OnBudget::Invalid } else { OnBudget::Force };
+    let mut spec = args.spec.spec(judge.identity());
     if args.meta_rm.is_some() {
-        spec.aggregation = Aggregation::MetaRm { k_meta: args.k_meta };
+        spec.aggregation = Aggregation::MetaRm { k_meta: args.spec.k_meta };
         spec.meta_rm = judge.meta_identity().map(str::to_string);
     }
     spec.validate().context("invalid label settings")?;
@@ -157,7 +133,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} items  {per_sec}  ETA {eta}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let items_per_batch = (args.batch / args.k.max(1) as usize).max(1);
+    let items_per_batch = (args.batch / spec.k.max(1) as usize).max(1);
     let mut done = 0usize;
     let mut samples = (0usize, 0usize, 0usize); // (total, valid, forced)
     let mut tokens = (0usize, 0usize); // (prompt, generated)

@@ -1,37 +1,81 @@
-//! `verdict`: the one binary. Subcommands: `label` (judge a dataset in one process) and
-//! `model` (make random-weight model folders). The distributed subcommands (`coordinator`,
-//! `worker`, `submit`, ...) come with the queue and the store.
+//! `verdict`: the one binary.
+//!
+//! - `label`: judge a dataset in this process (no services needed).
+//! - `coordinator`, `worker`: the distributed mode's two processes.
+//! - `submit`, `status`, `watch`, `query`, `export`: the distributed mode's client.
+//! - `model`: make random-weight model folders, probe a model.
 
+mod client;
 mod input;
+mod jobs_cmd;
 mod label;
 mod model_cmd;
 mod output;
+mod query;
+mod serve;
+mod spec_args;
+mod submit;
+mod tabular;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "verdict", version, about = "Preference labeling with generative reward models (DeepSeek-GRM style)")]
 struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, env = "VERDICT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Judge a JSONL dataset on this machine and write one verdict per line.
+    /// Judge a JSONL or Parquet dataset on this machine and write one verdict per line.
     Label(label::LabelArgs),
+    /// Run the coordinator: the gRPC server in front of the queue (Redis) and the store (Postgres).
+    Coordinator(serve::CoordinatorArgs),
+    /// Run a worker: lease items, judge them with a local model, report to the coordinator.
+    Worker(serve::WorkerArgs),
+    /// Create a job from a dataset and queue its items.
+    Submit(submit::SubmitArgs),
+    /// Show a job, or the newest jobs and the live workers.
+    Status(jobs_cmd::StatusArgs),
+    /// Follow a job's progress until it is done.
+    Watch(jobs_cmd::WatchArgs),
+    /// Read stored verdicts, with filters.
+    Query(query::QueryArgs),
+    /// Export a job as training data (DPO pairs, rewards or whole verdicts), JSONL or Parquet.
+    Export(query::ExportArgs),
     /// Make or inspect model folders.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
 }
 
+fn init_logging(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let services = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_));
+    init_logging(&cli.log_format, if services { "info" } else { "warn" });
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match cli.command {
         Command::Label(args) => label::run(args),
         Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Coordinator(args) => runtime()?.block_on(serve::coordinator(args)),
+        Command::Worker(args) => runtime()?.block_on(serve::worker(args)),
+        Command::Submit(args) => runtime()?.block_on(submit::run(args)),
+        Command::Status(args) => runtime()?.block_on(jobs_cmd::status_cmd(args)),
+        Command::Watch(args) => runtime()?.block_on(jobs_cmd::watch_cmd(args)),
+        Command::Query(args) => runtime()?.block_on(query::query_cmd(args)),
+        Command::Export(args) => runtime()?.block_on(query::export_cmd(args)),
     }
 }

@@ -1,0 +1,42 @@
+//! Connecting to the coordinator.
+
+use anyhow::Context;
+use clap::Args;
+use tonic::transport::{Channel, Endpoint};
+use verdict_proto::v1::job_service_client::JobServiceClient;
+use verdict_proto::v1::verdict_service_client::VerdictServiceClient;
+use verdict_proto::v1::worker_service_client::WorkerServiceClient;
+
+#[derive(Args, Clone, Debug)]
+pub struct CoordinatorAddr {
+    /// The coordinator's gRPC address.
+    #[arg(long, env = "VERDICT_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+}
+
+pub struct Client {
+    pub jobs: JobServiceClient<Channel>,
+    pub workers: WorkerServiceClient<Channel>,
+    pub verdicts: VerdictServiceClient<Channel>,
+}
+
+const MAX: usize = 64 << 20;
+
+pub async fn connect(addr: &CoordinatorAddr) -> anyhow::Result<Client> {
+    let url = if addr.coordinator.contains("://") { addr.coordinator.clone() } else { format!("http://{}", addr.coordinator) };
+    let channel = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("bad coordinator address {url:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url} (set --coordinator or VERDICT_COORDINATOR)"))?;
+    Ok(Client {
+        jobs: JobServiceClient::new(channel.clone()).max_encoding_message_size(MAX).max_decoding_message_size(MAX),
+        workers: WorkerServiceClient::new(channel.clone()),
+        verdicts: VerdictServiceClient::new(channel).max_decoding_message_size(MAX),
+    })
+}
+
+/// A gRPC error as a user should read it.
+pub fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", e.message(), e.code())
+}

@@ -1,0 +1,176 @@
+//! `verdict coordinator` and `verdict worker`: the two long-running processes of the
+//! distributed mode. Both stop gracefully on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use verdict_coordinator::CoordinatorConfig;
+use verdict_engine::{device, EngineOptions, Judge};
+use verdict_queue::QueueConfig;
+use verdict_worker::WorkerConfig;
+
+use crate::client::CoordinatorAddr;
+
+#[derive(Args, Clone, Debug)]
+pub struct QueueArgs {
+    /// Redis URL of the queue.
+    #[arg(long, env = "VERDICT_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Prefix of the queue's Redis keys (one Redis can host several Verdict installations).
+    #[arg(long, env = "VERDICT_QUEUE_PREFIX", default_value = "verdict")]
+    pub queue_prefix: String,
+    /// Seconds a leased item may go without a heartbeat before another worker takes it.
+    #[arg(long, env = "VERDICT_LEASE_TIMEOUT", default_value_t = 300)]
+    pub lease_timeout: u64,
+    /// Deliveries after which an item goes to the dead letters.
+    #[arg(long, env = "VERDICT_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
+}
+
+impl QueueArgs {
+    fn config(&self) -> QueueConfig {
+        QueueConfig {
+            prefix: self.queue_prefix.clone(),
+            lease_timeout: Duration::from_secs(self.lease_timeout),
+            max_deliveries: self.max_deliveries,
+            ..QueueConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CoordinatorArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "VERDICT_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "VERDICT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Postgres URL of the store.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Database connections in the pool.
+    #[arg(long, env = "VERDICT_DB_CONNECTIONS", default_value_t = 16)]
+    db_connections: u32,
+    /// Seconds a queued item may sit untouched before the sweeper checks that its queue entry still exists.
+    #[arg(long, env = "VERDICT_REQUEUE_AFTER", default_value_t = 60)]
+    requeue_after: u64,
+    /// Seconds in-flight requests may run after a shutdown signal.
+    #[arg(long, env = "VERDICT_DRAIN_TIMEOUT", default_value_t = 30)]
+    drain_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Judge model folder (Hugging Face layout).
+    #[arg(long, env = "VERDICT_MODEL")]
+    model: PathBuf,
+    /// The judge name this worker serves (jobs name it in their spec); default: the folder's name.
+    #[arg(long, env = "VERDICT_JUDGE")]
+    judge: Option<String>,
+    /// Meta reward model folder, for jobs that use meta-RM voting.
+    #[arg(long, env = "VERDICT_META_RM")]
+    meta_rm: Option<PathBuf>,
+    /// Unique worker name (its queue consumer name); default: host-pid-random.
+    #[arg(long, env = "VERDICT_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Most sequences decoded together.
+    #[arg(long, env = "VERDICT_BATCH", default_value_t = 32)]
+    batch: usize,
+    /// Samples per item to plan leases for (items per lease = batch / this).
+    #[arg(long, env = "VERDICT_K_HINT", default_value_t = 8)]
+    k_hint: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "VERDICT_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "VERDICT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Seconds to finish and report the batch in hand after a shutdown signal.
+    #[arg(long, env = "VERDICT_DRAIN_TIMEOUT", default_value_t = 120)]
+    drain_timeout: u64,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    addr: CoordinatorAddr,
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let mut cfg = CoordinatorConfig::new(args.listen, args.queue.redis_url.clone(), args.database_url.clone());
+    cfg.metrics_listen = args.metrics_listen;
+    cfg.queue = args.queue.config();
+    cfg.db_connections = args.db_connections;
+    cfg.requeue_after = Duration::from_secs(args.requeue_after);
+    cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
+    let running = verdict_coordinator::run(cfg, shutdown_signal()).await.context("starting the coordinator")?;
+    eprintln!("coordinator listening on {}", running.addr);
+    if let Some(m) = running.metrics_addr {
+        eprintln!("metrics on http://{m}/metrics");
+    }
+    running.wait().await?;
+    eprintln!("coordinator stopped");
+    Ok(())
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{host}-{}-{:06x}", std::process::id(), nanos & 0xff_ffff)
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let judge_name = match &args.judge {
+        Some(j) => j.clone(),
+        None => args
+            .model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .context("cannot name the judge after the model folder; pass --judge")?,
+    };
+    anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
+    let (dev, dtype) = device::pick(&args.device)?;
+    let options = EngineOptions { max_batch: args.batch.max(1), device: dev, dtype };
+    let (model, meta) = (args.model.clone(), args.meta_rm.clone());
+    let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
+        .await?
+        .with_context(|| format!("loading the judge from {}", args.model.display()))?;
+    let mut cfg = WorkerConfig::new(
+        args.worker_id.clone().unwrap_or_else(default_worker_id),
+        judge_name.clone(),
+        args.addr.coordinator.clone(),
+        args.queue.redis_url.clone(),
+    );
+    cfg.queue = args.queue.config();
+    cfg.max_batch = args.batch.max(1);
+    cfg.device = args.device.clone();
+    cfg.metrics_listen = args.metrics_listen;
+    cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
+    eprintln!("worker {} serving judge {judge_name} on {}", cfg.worker_id, args.device);
+    let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;
+    eprintln!("worker stopped: {} item(s) reported, {} released", stats.items_reported, stats.released);
+    Ok(())
+}
