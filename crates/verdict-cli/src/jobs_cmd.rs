@@ -18,6 +18,14 @@ pub struct StatusArgs {
 }
 
 #[derive(Args)]
+pub struct CancelArgs {
+    /// The job to cancel: its queued items are dropped; stored verdicts stay.
+    job: String,
+    #[command(flatten)]
+    addr: CoordinatorAddr,
+}
+
+#[derive(Args)]
 pub struct WatchArgs {
     /// The job to watch until it is done.
     job: String,
@@ -98,4 +106,11 @@ pub async fn watch_job(client: &mut Client, job_id: &str) -> anyhow::Result<()> 
 pub async fn watch_cmd(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.addr).await?;
     watch_job(&mut client, &args.job).await
+}
+
+pub async fn cancel_cmd(args: CancelArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.addr).await?;
+    let j = client.jobs.cancel_job(v1::CancelJobRequest { job_id: args.job }).await.map_err(status)?.into_inner();
+    eprintln!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j));
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! - `label`: judge a dataset in this process (no services needed).
 //! - `coordinator`, `worker`: the distributed mode's two processes.
-//! - `submit`, `status`, `watch`, `query`, `export`: the distributed mode's client.
+//! - `submit`, `status`, `watch`, `cancel`, `query`, `export`: the distributed mode's client.
 //! - `model`: make random-weight model folders, probe a model.
 
 mod client;
@@ -43,6 +43,8 @@ enum Command {
     Status(jobs_cmd::StatusArgs),
     /// Follow a job's progress until it is done.
     Watch(jobs_cmd::WatchArgs),
+    /// Cancel a job.
+    Cancel(jobs_cmd::CancelArgs),
     /// Read stored verdicts, with filters.
     Query(query::QueryArgs),
     /// Export a job as training data (DPO pairs, rewards or whole verdicts), JSONL or Parquet.
@@ -75,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Submit(args) => runtime()?.block_on(submit::run(args)),
         Command::Status(args) => runtime()?.block_on(jobs_cmd::status_cmd(args)),
         Command::Watch(args) => runtime()?.block_on(jobs_cmd::watch_cmd(args)),
+        Command::Cancel(args) => runtime()?.block_on(jobs_cmd::cancel_cmd(args)),
         Command::Query(args) => runtime()?.block_on(query::query_cmd(args)),
         Command::Export(args) => runtime()?.block_on(query::export_cmd(args)),
     }

@@ -165,6 +165,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         args.queue.redis_url.clone(),
     );
     cfg.queue = args.queue.config();
+    // Refresh leases well within the lease timeout.
+    cfg.heartbeat_every = Duration::from_secs(5).min(cfg.queue.lease_timeout / 3);
     cfg.max_batch = args.batch.max(1);
     cfg.device = args.device.clone();
     cfg.metrics_listen = args.metrics_listen;

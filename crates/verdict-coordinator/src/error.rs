@@ -32,6 +32,12 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::Queue(QueueError::BadJudge(j)) => {
                 tonic::Status::invalid_argument(QueueError::BadJudge(j).to_string())
             }
+            // Data the database refuses (SQLSTATE classes 22 and 23) is the caller's problem,
+            // and retrying would not help.
+            CoordinatorError::Store(StoreError::Db(sqlx_err)) if data_error(&sqlx_err) => {
+                tracing::error!(error = %sqlx_err, "the store refused the data");
+                tonic::Status::invalid_argument(format!("the store refused the data: {sqlx_err}"))
+            }
             CoordinatorError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 tonic::Status::unavailable("the store is unavailable; retry")
@@ -49,4 +55,11 @@ pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 /// Parse a job id from the wire.
 pub fn job_id(s: &str) -> Result<uuid::Uuid> {
     uuid::Uuid::parse_str(s.trim()).map_err(|_| CoordinatorError::Invalid(format!("job_id {s:?} is not a job id (a UUID)")))
+}
+
+fn data_error(e: &verdict_store::sqlx::Error) -> bool {
+    match e {
+        verdict_store::sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
 }

@@ -89,11 +89,15 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
     health.set_serving::<JobServiceServer<Jobs>>().await;
     health.set_serving::<WorkerServiceServer<Workers>>().await;
     health.set_serving::<VerdictServiceServer<Verdicts>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(verdict_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| CoordinatorError::Precondition(format!("reflection: {e}")))?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(verdict_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_err = |e: tonic_reflection::server::Error| CoordinatorError::Precondition(format!("reflection: {e}"));
+    // v1 for current clients, v1alpha for older grpcurl builds.
+    let reflection_v1 = reflection().build_v1().map_err(reflection_err)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_err)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -117,7 +121,8 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
 
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(JobServiceServer::new(Jobs { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
         .add_service(WorkerServiceServer::new(Workers { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE))
         .add_service(VerdictServiceServer::new(Verdicts { shared }).max_encoding_message_size(MAX_MESSAGE));

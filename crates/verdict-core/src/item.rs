@@ -97,6 +97,8 @@ fn type_name(v: &Value) -> &'static str {
 fn non_empty_string(v: &Value, field: &str) -> Result<String, FieldError> {
     match v {
         Value::String(s) if s.trim().is_empty() => Err(FieldError::new(field, Problem::Empty)),
+        // NUL is never text; it is also what Postgres cannot store.
+        Value::String(s) if s.contains('\0') => Err(FieldError::new(field, Problem::Other("contains a NUL character (\\u0000)".into()))),
         Value::String(s) => Ok(s.clone()),
         other => Err(FieldError::new(
             field,
@@ -334,6 +336,7 @@ mod tests {
         assert_eq!(err(r#"{"text":"p"}"#).problem, Problem::UnknownShape);
         assert_eq!(err(r#"{"prompt":"  ","responses":["a"]}"#).problem, Problem::Empty);
         assert_eq!(err(r#"{"id":"","prompt":"p","responses":["a"]}"#).field, "id");
+        assert_eq!(err(r#"{"prompt":"p","responses":["a\u0000b"]}"#).field, "responses[0]");
         let e = err(r#"{"messages":[{"role":"user","content":"q"},{"role":"bot","content":"a"}],"responses":["x"]}"#);
         assert_eq!(e.field, "messages[1].role");
         let e = err(r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"responses":["x"]}"#);

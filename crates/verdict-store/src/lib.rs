@@ -22,6 +22,8 @@ pub use jobs::{JobRow, JobState, Progress};
 pub use read::VerdictFilter;
 pub use results::{Failure, FailureKind, Outcome};
 
+pub use sqlx;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,16 @@ pub enum Outcome {
     Failure { job_id: Uuid, item_id: String, failure: Failure },
 }
 
+/// Postgres text cannot hold NUL characters; a judge can still generate them. Replace
+/// them with U+FFFD so the rest of the judgement is kept.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
+}
+
 fn status_name(s: &ParseStatus) -> &'static str {
     match s {
         ParseStatus::Valid => "valid",
@@ -106,8 +116,8 @@ impl Store {
                         s.item.push(r.id.clone());
                         s.index.push(smp.index as i32);
                         s.permutation.push(array_literal(&smp.permutation));
-                        s.principles.push(smp.principles.clone());
-                        s.critique.push(smp.critique.clone());
+                        s.principles.push(clean(&smp.principles));
+                        s.critique.push(clean(&smp.critique));
                         s.scores.push(smp.scores.as_ref().map(|x| array_literal(x)));
                         s.status.push(status_name(&smp.status));
                         s.failure.push(match &smp.status {
@@ -118,7 +128,7 @@ impl Store {
                         s.prompt_tokens.push(smp.prompt_tokens as i32);
                         s.completion_tokens.push(smp.completion_tokens as i32);
                         s.meta.push(smp.meta_score);
-                        s.raw.push(smp.raw.clone());
+                        s.raw.push(clean(&smp.raw));
                     }
                     let vd = &r.verdict;
                     v.job.push(*job_id);

@@ -116,7 +116,12 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         }
         metrics.items_leased.inc_by(entries.len() as u64);
         held.set(entries.iter().map(|e| e.id.clone()).collect());
-        let cancelled_now = cancelled.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Ask Redis now rather than trusting the last heartbeat, so a job cancelled a moment
+        // ago is not judged.
+        let cancelled_now = match queue.cancelled_jobs(&cfg.judge).await {
+            Ok(jobs) => jobs.into_iter().collect(),
+            Err(_) => cancelled.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        };
         let started = Instant::now();
         let j = judge.clone();
         let max_deliveries = cfg.queue.max_deliveries;
@@ -141,6 +146,12 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         let reported = loop {
             match coordinator.report(req.clone()).await {
                 Ok(_) => break true,
+                Err(e) if !retryable(&e) => {
+                    // The coordinator refuses this report as it is; retrying will not help.
+                    // Release the entries: redelivery ends in the dead letters if it persists.
+                    tracing::error!(error = %e, "report refused; releasing the batch");
+                    break false;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "report failed; retrying");
                     if *stop_rx.borrow() && Instant::now() > deadline {
@@ -166,6 +177,12 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     let _ = heartbeat.await;
     tracing::info!(worker = %cfg.worker_id, reported = stats.items_reported, "worker stopped");
     Ok(stats)
+}
+
+/// Errors worth retrying: the coordinator or its dependencies are unavailable.
+fn retryable(e: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(e.code(), Unavailable | Unknown | DeadlineExceeded | ResourceExhausted | Aborted | Internal | Cancelled)
 }
 
 async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinator, held: Arc<Held>, cancelled: Arc<Mutex<HashSet<String>>>, mut stop: watch::Receiver<bool>) {

@@ -1,0 +1,363 @@
+//! The distributed mode end to end, as processes: a throwaway Redis and Postgres, the real
+//! `verdict coordinator`, `verdict worker`s with a tiny random model on the CPU, and the
+//! client commands. Each test gets its own servers, ports and queue prefix.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use verdict_testkit::{free_port, unique, Postgres, Redis};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_verdict"))
+}
+
+static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+
+fn model() -> &'static Path {
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("tiny");
+            let st = bin().args(["model", "init", "--arch", "qwen2", "--size", "tiny", "--out"]).arg(&out).status().unwrap();
+            assert!(st.success());
+            (dir, out)
+        })
+        .1
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl")
+}
+
+/// A child process killed when dropped; its stderr goes to a file for failure messages.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self, signal: &str) {
+        let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's cluster: servers, coordinator address, and the env every command gets.
+struct Cluster {
+    redis: Redis,
+    _pg: Postgres,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    port: u16,
+    coordinator: Option<Proc>,
+}
+
+impl Cluster {
+    fn start(extra: &[(&str, &str)]) -> Self {
+        let redis = Redis::start();
+        let pg = Postgres::start();
+        let db = pg.create_database("verdict");
+        let port = free_port();
+        let mut env = vec![
+            ("DATABASE_URL".to_string(), db),
+            ("VERDICT_REDIS_URL".to_string(), redis.url()),
+            ("VERDICT_QUEUE_PREFIX".to_string(), unique("e2e")),
+            ("VERDICT_COORDINATOR".to_string(), format!("http://127.0.0.1:{port}")),
+            ("VERDICT_LOG".to_string(), "info".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut c = Cluster { redis, _pg: pg, dir: tempfile::tempdir().unwrap(), env, port, coordinator: None };
+        c.start_coordinator();
+        c
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = bin();
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.dir.path().join(format!("{name}-{}.log", unique("p")));
+        let child = self
+            .cmd()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+
+    fn start_coordinator(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let p = self.spawn("coordinator", &["coordinator", "--listen", &listen]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "coordinator did not start: {}", p.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.coordinator = Some(p);
+    }
+
+    /// A worker decoding up to `batch` sequences together (batch / 2 items per lease).
+    fn worker(&self, id: &str, batch: &str) -> Proc {
+        let m = model().to_str().unwrap().to_string();
+        self.spawn(id, &["worker", "--model", &m, "--judge", "tiny", "--worker-id", id, "--batch", batch, "--k-hint", "2"])
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "verdict {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn submit(&self, input: &Path, extra: &[&str]) -> String {
+        self.submit_with(input, "32", extra)
+    }
+
+    fn submit_with(&self, input: &Path, max_new_tokens: &str, extra: &[&str]) -> String {
+        let mut args = vec!["submit", input.to_str().unwrap(), "--judge", "tiny", "--k", "2", "--max-new-tokens", max_new_tokens];
+        args.extend_from_slice(extra);
+        self.ok(&args).trim().to_string()
+    }
+
+    fn progress(&self, job: &str) -> HashMap<String, u64> {
+        let out = self.ok(&["status", job]);
+        let line = out.lines().find(|l| l.starts_with("progress")).unwrap_or_default().to_string();
+        // "progress 16 done / 16 total (0 queued, 0 deduplicated, ...)"
+        let words: Vec<&str> = line.split(|c: char| c == ' ' || c == '(' || c == ')' || c == ',' || c == '/').filter(|w| !w.is_empty()).collect();
+        let mut m = HashMap::new();
+        for pair in words.windows(2) {
+            if let Ok(n) = pair[0].parse::<u64>() {
+                m.insert(pair[1].to_string(), n);
+            }
+        }
+        m
+    }
+
+    /// Every process log of this cluster, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out.push_str(&format!("\n== {} ==\n{}", e.file_name().to_string_lossy(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+        out
+    }
+
+    fn wait_done(&self, job: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.ok(&["status", job]);
+            if out.contains("state    done") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job not done in {limit:?}: {out}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn query(&self, job: &str) -> Vec<Value> {
+        self.ok(&["query", job]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+fn write_items(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join(format!("items-{n}.jsonl"));
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("{{\"id\":\"q{i:03}\",\"prompt\":\"question {i}\",\"responses\":[\"yes\",\"no {i}\"]}}\n"));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn two_workers_label_the_examples_and_agree_with_embedded_mode() {
+    let c = Cluster::start(&[]);
+    let _w1 = c.worker("w1", "8");
+    let _w2 = c.worker("w2", "8");
+    let job = c.submit(&examples(), &["--seed", "3", "--wait"]);
+    let p = c.progress(&job);
+    assert_eq!((p["done"], p["total"], p["queued"]), (16, 16, 0), "{p:?}");
+
+    let records = c.query(&job);
+    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!((records.len(), ids.len()), (16, 16), "every item has exactly one verdict");
+    for r in &records {
+        assert_eq!(r["samples"].as_array().unwrap().len(), 2);
+    }
+
+    // The DPO export pairs each decided item's winner with its lowest-scored response.
+    let dpo = c.dir.path().join("dpo.jsonl");
+    c.ok(&["export", &job, "--format", "dpo", "-o", dpo.to_str().unwrap()]);
+    let rows: Vec<Value> = std::fs::read_to_string(&dpo).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by_id: HashMap<&str, &Value> = records.iter().map(|r| (r["id"].as_str().unwrap(), r)).collect();
+    let decided = records.iter().filter(|r| r["winner"].is_number() && !r["tie"].as_bool().unwrap()).count();
+    assert_eq!(rows.len(), decided);
+    for row in &rows {
+        let r = by_id[row["id"].as_str().unwrap()];
+        let w = r["winner"].as_u64().unwrap() as usize;
+        assert_eq!(row["chosen"], r["responses"][w]);
+        assert_eq!(row["prompt"], r["prompt"]);
+        assert_ne!(row["chosen"], row["rejected"]);
+    }
+    let pq = c.dir.path().join("dpo.parquet");
+    c.ok(&["export", &job, "--format", "dpo", "-o", pq.to_str().unwrap()]);
+    assert!(std::fs::metadata(&pq).unwrap().len() > 0);
+    let rewards = c.dir.path().join("rewards.jsonl");
+    c.ok(&["export", &job, "--format", "rewards", "-o", rewards.to_str().unwrap()]);
+    let n_responses: usize = records.iter().filter(|r| r["valid"].as_u64().unwrap() > 0).map(|r| r["responses"].as_array().unwrap().len()).sum();
+    assert_eq!(std::fs::read_to_string(&rewards).unwrap().lines().count(), n_responses);
+
+    // Embedded mode, same model, same settings and seed: the same samples and verdicts.
+    let out = c.dir.path().join("embedded.jsonl");
+    let o = bin()
+        .args(["label", examples().to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model().to_str().unwrap()])
+        .args(["--k", "2", "--max-new-tokens", "32", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        let d = by_id[e["id"].as_str().unwrap()];
+        for field in ["summed", "winner", "margin", "tie", "valid", "agreement"] {
+            assert_eq!(e[field], d[field], "item {} field {field}", e["id"]);
+        }
+        let raw = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| s["raw"].clone()).collect::<Vec<_>>();
+        assert_eq!(raw(&e), raw(d), "item {}", e["id"]);
+    }
+
+    // The same dataset again is answered from the store.
+    let again = c.submit(&examples(), &["--seed", "3", "--wait"]);
+    let p = c.progress(&again);
+    assert_eq!((p["done"], p["deduplicated"]), (16, 16), "{p:?}");
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
+    let c = Cluster::start(&[("VERDICT_LEASE_TIMEOUT", "3")]);
+    let items = write_items(c.dir.path(), 40);
+    let mut doomed = c.worker("doomed", "4");
+    let job = c.submit(&items, &[]);
+    // Kill it (no chance to release or report) once it has done some work and holds more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while c.progress(&job).get("done").copied().unwrap_or(0) < 4 {
+        assert!(Instant::now() < deadline, "no progress: {}", doomed.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    doomed.kill("-KILL");
+    doomed.wait(Duration::from_secs(10));
+    let _w = c.worker("survivor", "8");
+    c.wait_done(&job, Duration::from_secs(240));
+    let records = c.query(&job);
+    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!((records.len(), ids.len()), (40, 40));
+    assert!(records.iter().all(|r| r["samples"].as_array().unwrap().len() == 2), "no duplicated samples");
+    let p = c.progress(&job);
+    assert_eq!((p["done"], p["dead"]), (40, 0), "{p:?}");
+
+    // A worker restarted under its old name picks up where it was.
+    let _again = c.worker("doomed", "8");
+    let job2 = c.submit(&write_items(c.dir.path(), 5), &["--seed", "9", "--wait"]);
+    assert_eq!(c.progress(&job2)["done"], 5);
+}
+
+#[test]
+fn restarts_of_the_coordinator_and_of_redis_are_ridden_out() {
+    let mut c = Cluster::start(&[("VERDICT_REQUEUE_AFTER", "2")]);
+    let items = write_items(c.dir.path(), 24);
+    let job = c.submit(&items, &[]);
+    let _w = c.worker("w", "4");
+    // Coordinator down for a while mid-job: the worker keeps its results and retries.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.coordinator.take();
+    std::thread::sleep(Duration::from_secs(2));
+    c.start_coordinator();
+    // Redis loses everything (no persistence): the sweeper re-enqueues from Postgres.
+    c.redis.restart();
+    c.wait_done(&job, Duration::from_secs(240));
+    let records = c.query(&job);
+    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!((records.len(), ids.len()), (24, 24));
+}
+
+#[test]
+fn items_delivered_too_often_go_to_the_dead_letters() {
+    let c = Cluster::start(&[("VERDICT_LEASE_TIMEOUT", "1"), ("VERDICT_MAX_DELIVERIES", "1")]);
+    let items = write_items(c.dir.path(), 6);
+    let mut doomed = c.worker("doomed", "64");
+    // Long judgements, so the worker is still busy with all six when it is killed.
+    let job = c.submit_with(&items, "1200", &[]);
+    // Let it lease everything, then kill it before it reports.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !doomed.log().contains("worker started") {
+        assert!(Instant::now() < deadline, "{}", doomed.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    doomed.kill("-KILL");
+    doomed.wait(Duration::from_secs(10));
+    let _w = c.worker("reaper", "8");
+    c.wait_done(&job, Duration::from_secs(120));
+    let p = c.progress(&job);
+    assert_eq!(p["dead"] + p["done"], 6, "{p:?}");
+    assert!(p["dead"] > 0, "the leased items were delivered twice with a maximum of one: {p:?}");
+}
+
+#[test]
+fn bad_input_and_cancellation() {
+    let c = Cluster::start(&[]);
+    let bad = c.dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\":\"a\",\"prompt\":\"p\",\"responses\":[\"x\"]}\n{\"id\":\"b\",\"prompt\":\"p\",\"responses\":[]}\n").unwrap();
+    let o = c.run(&["submit", bad.to_str().unwrap(), "--judge", "tiny"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("line 2 (id b): field `responses` must hold at least one response"), "{e}");
+    assert!(c.ok(&["status"]).lines().filter(|l| l.contains("tiny")).count() == 0, "no job was created");
+    let o = c.run(&["submit", examples().to_str().unwrap(), "--judge", "bad{judge}"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("judge"));
+
+    // With no worker running, a cancelled job's items are dropped, never judged.
+    let job = c.submit(&examples(), &[]);
+    c.ok(&["cancel", &job]);
+    let p = c.progress(&job);
+    assert_eq!((p["cancelled"], p["queued"]), (16, 0), "{p:?}");
+    let _w = c.worker("w", "8");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(c.query(&job).is_empty());
+    assert!(c.ok(&["status", &job]).contains("state    cancelled"));
+}
