@@ -2,36 +2,16 @@
 //! `verdict coordinator`, `verdict worker`s with a tiny random model on the CPU, and the
 //! client commands. Each test gets its own servers, ports and queue prefix.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{bin, examples, model};
 use serde_json::Value;
 use verdict_testkit::{free_port, unique, Postgres, Redis};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_verdict"))
-}
-
-static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-
-fn model() -> &'static Path {
-    &MODEL
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("tiny");
-            let st = bin().args(["model", "init", "--arch", "qwen2", "--size", "tiny", "--out"]).arg(&out).status().unwrap();
-            assert!(st.success());
-            (dir, out)
-        })
-        .1
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl")
-}
 
 /// A child process killed when dropped; its stderr goes to a file for failure messages.
 struct Proc {

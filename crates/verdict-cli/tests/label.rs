@@ -1,29 +1,13 @@
 //! `verdict label` as a user runs it: the real binary on real files with a tiny random
 //! model. Covers the demo path, resume, interruption, and every kind of bad input.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
+use common::{bin, examples, model};
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_verdict"))
-}
-
-static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-
-fn model() -> &'static Path {
-    &MODEL
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("tiny");
-            let st = bin().args(["model", "init", "--arch", "qwen2", "--size", "tiny", "--out"]).arg(&out).status().unwrap();
-            assert!(st.success());
-            (dir, out)
-        })
-        .1
-}
 
 fn label(input: &Path, output: &Path, extra: &[&str]) -> Output {
     bin()
@@ -37,10 +21,6 @@ fn label(input: &Path, output: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl")
 }
 
 fn read_lines(p: &Path) -> Vec<Value> {

@@ -258,6 +258,12 @@ impl Queue {
     /// Reset the idle time of entries this consumer still works on, so they are not
     /// reclaimed (does not count as a delivery).
     pub async fn touch(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
+        self.claim_to(judge, consumer, ids, 0).await
+    }
+
+    /// XCLAIM ... JUSTID to `consumer`, setting the entries' idle time to `idle_ms`.
+    /// JUSTID leaves the delivery count alone.
+    async fn claim_to(&self, judge: &str, consumer: &str, ids: &[String], idle_ms: u64) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -269,6 +275,8 @@ impl Queue {
             .arg(consumer)
             .arg(0)
             .arg(ids)
+            .arg("IDLE")
+            .arg(idle_ms)
             .arg("JUSTID")
             .query_async(&mut c)
             .await?;
@@ -382,23 +390,7 @@ impl Queue {
     /// Make entries this consumer holds reclaimable at once (a worker shutting down before
     /// it could finish them), without counting a delivery.
     pub async fn release(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let k = self.keys(judge)?;
-        let mut c = self.conn.clone();
-        let _: Vec<String> = redis::cmd("XCLAIM")
-            .arg(&k.items)
-            .arg(&self.cfg.group)
-            .arg(consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("IDLE")
-            .arg(self.cfg.lease_timeout.as_millis() as u64 + 1)
-            .arg("JUSTID")
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        self.claim_to(judge, consumer, ids, self.cfg.lease_timeout.as_millis() as u64 + 1).await
     }
 
     pub async fn stats(&self, judge: &str) -> Result<QueueStats> {

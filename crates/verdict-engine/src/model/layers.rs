@@ -5,6 +5,17 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use super::KvCache;
+
+/// What every layer of one step shares: rotary tables for the step's positions, the
+/// attention mask (the sliding one for sliding-window layers), and the cache slot where
+/// the step's keys and values go.
+#[derive(Clone, Copy)]
+pub struct LayerInput<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub mask: &'a Tensor,
+    pub offset: usize,
+}
 use crate::config::{Activation, ModelConfig};
 
 /// RMSNorm computed in f32. Gemma scales by (1 + w) instead of w.
@@ -81,17 +92,8 @@ impl Attention {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        cache: &mut KvCache,
-        layer: usize,
-        offset: usize,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
+        let LayerInput { cos, sin, mask, offset } = *input;
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
         let split = |y: Tensor, heads: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
@@ -191,18 +193,8 @@ impl DecoderLayer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        cache: &mut KvCache,
-        layer: usize,
-        offset: usize,
-    ) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(&self.input_norm.forward(x)?, cos, sin, mask, cache, layer, offset)?;
+    pub fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
+        let a = self.attn.forward(&self.input_norm.forward(x)?, input, cache, layer)?;
         match &self.ffn_norms {
             // Gemma 2: sandwich norms; the "post attention" norm is applied to the attention
             // output before the residual add.

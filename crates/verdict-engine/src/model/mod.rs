@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::config::{Head, ModelConfig};
-use layers::{DecoderLayer, RmsNorm};
+use layers::{DecoderLayer, LayerInput, RmsNorm};
 use rope::RopeTables;
 
 /// One forward step's inputs for a batch of sequences.
@@ -102,7 +102,7 @@ impl Decoder {
                 (Some(m), true) => m,
                 _ => &step.mask,
             };
-            h = layer.forward(&h, &cos, &sin, mask, cache, i, step.offset)?;
+            h = layer.forward(&h, &LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset }, cache, i)?;
         }
         self.norm.forward(&h)
     }
