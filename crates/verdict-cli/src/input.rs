@@ -100,3 +100,27 @@ pub fn parse_lines(lines: impl Iterator<Item = (usize, String)>) -> Dataset {
     }
     Dataset { items, rejected, duplicates }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_and_jsonl_read_the_same_items() {
+        let jsonl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl");
+        let rows: Vec<serde_json::Value> =
+            std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        // Parquet needs one type per column: keep the rows whose shape matches the first.
+        let same: Vec<serde_json::Value> = rows.iter().filter(|r| r.get("chosen").is_some()).cloned().collect();
+        let dir = tempfile::tempdir().unwrap();
+        let pq = dir.path().join("prefs.parquet");
+        crate::tabular::write_parquet(&pq, &same).unwrap();
+        let from_parquet = read_dataset(&pq).unwrap();
+        assert!(from_parquet.rejected.is_empty(), "{:?}", from_parquet.rejected);
+        let from_json = parse_lines(same.iter().enumerate().map(|(i, r)| (i + 1, r.to_string())));
+        let a: Vec<_> = from_parquet.items.iter().map(|(_, i)| i.clone()).collect();
+        let b: Vec<_> = from_json.items.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 9);
+    }
+}

@@ -341,3 +341,24 @@ fn bad_input_and_cancellation() {
     assert!(c.query(&job).is_empty());
     assert!(c.ok(&["status", &job]).contains("state    cancelled"));
 }
+
+#[test]
+fn a_worker_drains_its_batch_on_sigterm() {
+    let c = Cluster::start(&[]);
+    let items = write_items(c.dir.path(), 4);
+    // Long judgements: the batch is still running when the signal comes. Submit first, so
+    // the worker's first lease takes all four.
+    let job = c.submit_with(&items, "600", &[]);
+    let mut w = c.worker("draining", "8");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.log().contains("worker started") {
+        assert!(Instant::now() < deadline, "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    w.kill("-TERM");
+    let status = w.wait(Duration::from_secs(120)).expect("the worker exits after draining");
+    assert!(status.success(), "{}", c.logs());
+    assert!(w.log().contains("worker stopped: 4 item(s) reported"), "{}", c.logs());
+    assert_eq!(c.progress(&job)["done"], 4);
+}
