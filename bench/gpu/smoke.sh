@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# First contact with the GPU, in one call on the H200 machine (no Rust there): the carried
+# CUDA binary (scripts/build-cuda.sh) runs, its bf16 logits are compared with transformers'
+# on the same GPU, and `verdict label` is timed on a Qwen2.5-0.5B-shaped random model.
+# Carry: .carry/verdict.gz (gzip -9 of target/cuda/verdict) and bench/parity/models
+# (bench/parity/prepare.sh).
+# Usage on the device: bash bench/gpu/smoke.sh   (writes logs under $OUT)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+BIN=target/cuda/verdict
+# The binary is over the 64 MiB a device call carries; it travels gzipped in .carry/.
+if [ ! -x "$BIN" ] && [ -f .carry/verdict.gz ]; then
+  mkdir -p target/cuda && gunzip -c .carry/verdict.gz > "$BIN" && chmod +x "$BIN"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+ldd "$BIN" | grep -E "not found|cublas|cudart|libcuda" | sed 's/^/ldd: /'
+
+echo "== bf16 parity on the GPU (tiny models)"
+for arch in qwen2 qwen3 llama gemma2; do
+  "$BIN" model probe "bench/parity/models/$arch" --device cuda --steps 32 --out "bench/parity/models/$arch.probe.json" || echo "probe $arch failed"
+done
+python3 bench/parity/parity.py bench/parity/models "$OUT/parity-gpu" --device cuda --dtype bfloat16 2>&1 | grep -v "Loading weights" | tee "$OUT/parity-gpu-bf16.txt"
+
+echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new tokens"
+"$BIN" model init --arch qwen2 --size small --out /tmp/small 2>/dev/null
+for batch in 32 128; do
+  /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN" label examples/preferences.jsonl -o "/tmp/small-$batch.jsonl" --model /tmp/small \
+    --device cuda --k 8 --max-new-tokens 256 --batch $batch 2>&1 | grep -Ev "^\s*$" | tail -4 | sed "s/^/batch $batch: /" | tee -a "$OUT/label-small.txt"
+done
