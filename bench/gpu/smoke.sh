@@ -26,5 +26,5 @@ echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new to
 "$BIN" model init --arch qwen2 --size small --out /tmp/small 2>/dev/null
 for batch in 32 128; do
   /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN" label examples/preferences.jsonl -o "/tmp/small-$batch.jsonl" --model /tmp/small \
-    --device cuda --k 8 --max-new-tokens 256 --batch $batch 2>&1 | grep -Ev "^\s*$" | tail -4 | sed "s/^/batch $batch: /" | tee -a "$OUT/label-small.txt"
+    --device cuda --k 8 --max-new-tokens 256 --batch $batch 2>&1 | grep -E "labeled|samples|rror|wall" | sed "s/^/batch $batch: /" | tee -a "$OUT/label-small.txt"
 done

@@ -117,10 +117,11 @@ impl Decoder {
         Ok(logits)
     }
 
-    /// Hidden state of each sequence's last position: `[b, hidden]`.
+    /// Hidden state of each sequence's last position: `[b, hidden]`, contiguous (CUDA's
+    /// matmul takes no strided operand).
     pub fn last(hidden: &Tensor) -> candle_core::Result<Tensor> {
         let t = hidden.dim(1)?;
-        hidden.narrow(1, t - 1, 1)?.squeeze(1)
+        hidden.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()
     }
 
     /// Logits for every position of one unpadded sequence, no cache kept: what the parity
