@@ -162,14 +162,14 @@ fn ctrl_c_keeps_a_valid_file_and_the_rerun_finishes() {
     }
     std::fs::write(&input, text).unwrap();
     let out = tmp.path().join("v.jsonl");
-    let child = bin()
-        .arg("label")
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .arg("--model")
-        .arg(model())
-        .args(["--k", "2", "--max-new-tokens", "48", "--batch", "2"])
+    // The same command twice: interrupted, then resumed.
+    let run = || {
+        let mut c = bin();
+        c.arg("label").arg(&input).arg("-o").arg(&out).arg("--model").arg(model());
+        c.args(["--k", "2", "--max-new-tokens", "48", "--batch", "2"]);
+        c
+    };
+    let child = run()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -184,14 +184,7 @@ fn ctrl_c_keeps_a_valid_file_and_the_rerun_finishes() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     let partial = read_lines(&out);
     assert!(partial.len() < 60, "stopped early");
-    let o = bin()
-        .arg("label")
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .arg("--model")
-        .arg(model())
-        .args(["--k", "2", "--max-new-tokens", "48", "--batch", "2"])
+    let o = run()
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
