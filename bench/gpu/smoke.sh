@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # First contact with the GPU, in one call on the H200 machine (no Rust there): the carried
 # CUDA binary (scripts/build-cuda.sh) runs, its bf16 logits are compared with transformers'
-# on the same GPU, and `verdict label` is timed on a Qwen2.5-0.5B-shaped random model.
+# on the same GPU, `verdict label` runs on a Qwen2.5-0.5B-shaped random model, and a quick
+# `verdict model bench` sweep checks the engine's speed (bench/gpu/bench.sh is the full one).
 # Carry: .carry/verdict.gz (gzip -9 of target/cuda/verdict) and bench/parity/models
 # (bench/parity/prepare.sh).
 # Usage on the device: bash bench/gpu/smoke.sh   (writes logs under $OUT)
@@ -22,9 +23,9 @@ for arch in qwen2 qwen3 llama gemma2; do
 done
 python3 bench/parity/parity.py bench/parity/models "$OUT/parity-gpu" --device cuda --dtype bfloat16 2>&1 | grep -v "Loading weights" | tee "$OUT/parity-gpu-bf16.txt"
 
-echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new tokens"
+echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new tokens, batch auto"
 "$BIN" model init --arch qwen2 --size small --out /tmp/small 2>/dev/null
-for batch in 32 128; do
-  /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN" label examples/preferences.jsonl -o "/tmp/small-$batch.jsonl" --model /tmp/small \
-    --device cuda --k 8 --max-new-tokens 256 --batch $batch 2>&1 | grep -E "labeled|samples|rror|wall" | sed "s/^/batch $batch: /" | tee -a "$OUT/label-small.txt"
-done
+/usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN" label examples/preferences.jsonl -o /tmp/small-auto.jsonl --model /tmp/small \
+  --device cuda --k 8 --max-new-tokens 256 2>&1 | grep -E "labeled|samples|rror|wall" | tee -a "$OUT/label-small.txt"
+echo "== quick engine bench, Qwen2.5-0.5B shape"
+"$BIN" model bench /tmp/small --device cuda --batches ${SMOKE_BATCHES:-8,128,512} | tee "$OUT/bench-small.jsonl"

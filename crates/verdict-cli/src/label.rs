@@ -33,8 +33,8 @@ pub struct LabelArgs {
     /// Meta reward model folder (a *ForSequenceClassification checkpoint); switches aggregation to meta-RM voting.
     #[arg(long)]
     meta_rm: Option<PathBuf>,
-    /// Most sequences decoded together.
-    #[arg(long, default_value_t = 32)]
+    /// Most sequences decoded together: a number, or auto (from free GPU memory on CUDA; 32 on the CPU).
+    #[arg(long, default_value = "auto", value_parser = crate::spec_args::parse_batch)]
     batch: usize,
     /// cpu, cuda or cuda:N (cuda needs a build with --features cuda).
     #[arg(long, default_value = "cpu", env = "VERDICT_DEVICE")]
@@ -85,7 +85,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         }
     };
     let (device, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch.max(1), device, dtype };
+    let options = EngineOptions { max_batch: args.batch, device, dtype };
     let judge = Judge::load(&model_dir, args.meta_rm.as_deref(), options)
         .with_context(|| format!("loading the judge from {}", model_dir.display()))?;
 
@@ -133,7 +133,8 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} items  {per_sec}  ETA {eta}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let items_per_batch = (args.batch / spec.k.max(1) as usize).max(1);
+    let rows = judge.batch_limit(crate::spec_args::PLANNING_PROMPT_TOKENS, spec.max_new_tokens as usize);
+    let items_per_batch = (rows / spec.k.max(1) as usize).max(1);
     let mut done = 0usize;
     let mut samples = (0usize, 0usize, 0usize); // (total, valid, forced)
     let mut tokens = (0usize, 0usize); // (prompt, generated)

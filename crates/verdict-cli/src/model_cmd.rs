@@ -15,6 +15,8 @@ pub enum ModelCommand {
     /// Write the engine's logits and greedy tokens for fixed inputs as JSON (for the
     /// parity check against transformers in bench/parity/).
     Probe(ProbeArgs),
+    /// Time the engine at fixed prompt and output lengths over batch sizes (bench/gpu/).
+    Bench(crate::bench_cmd::BenchArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +84,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ModelCommand::Bench(args) => crate::bench_cmd::run(&args),
         ModelCommand::Probe(args) => {
             let folder = verdict_engine::folder::ModelFolder::open(&args.dir)?;
             let cfg = folder.config()?;

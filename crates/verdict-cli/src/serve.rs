@@ -80,8 +80,8 @@ pub struct WorkerArgs {
     /// Unique worker name (its queue consumer name); default: host-pid-random.
     #[arg(long, env = "VERDICT_WORKER_ID")]
     worker_id: Option<String>,
-    /// Most sequences decoded together.
-    #[arg(long, env = "VERDICT_BATCH", default_value_t = 32)]
+    /// Most sequences decoded together: a number, or auto (from free GPU memory on CUDA; 32 on the CPU).
+    #[arg(long, env = "VERDICT_BATCH", default_value = "auto", value_parser = crate::spec_args::parse_batch)]
     batch: usize,
     /// Samples per item to plan leases for (items per lease = batch / this).
     #[arg(long, env = "VERDICT_K_HINT", default_value_t = 8)]
@@ -153,7 +153,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
     let (dev, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch.max(1), device: dev, dtype };
+    let options = EngineOptions { max_batch: args.batch, device: dev, dtype };
     let (model, meta) = (args.model.clone(), args.meta_rm.clone());
     let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
         .await?
@@ -167,7 +167,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.queue = args.queue.config();
     // Refresh leases well within the lease timeout.
     cfg.heartbeat_every = Duration::from_secs(5).min(cfg.queue.lease_timeout / 3);
-    cfg.max_batch = args.batch.max(1);
+    cfg.max_batch = judge.batch_limit(crate::spec_args::PLANNING_PROMPT_TOKENS, 512);
     cfg.device = args.device.clone();
     cfg.metrics_listen = args.metrics_listen;
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);

@@ -41,3 +41,19 @@ impl SpecArgs {
         s
     }
 }
+
+/// `--batch`: a number of sequences, or `auto` (usize::MAX): as many as the device memory
+/// holds on CUDA, 32 on the CPU.
+pub fn parse_batch(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(usize::MAX);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: expected a positive number of sequences or \"auto\"")),
+    }
+}
+
+/// Prompt length assumed when planning how many items to read per batch; the engine sizes
+/// the real batches from the real prompts.
+pub const PLANNING_PROMPT_TOKENS: usize = 1024;

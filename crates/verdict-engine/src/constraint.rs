@@ -88,6 +88,7 @@ impl ScoreState {
 /// commas, spaces and `}`. Computed once per tokenizer; a few hundred in a real vocabulary.
 pub struct ScoreVocab {
     candidates: Vec<(u32, String)>,
+    ids: Vec<u32>,
 }
 
 impl ScoreVocab {
@@ -97,13 +98,23 @@ impl ScoreVocab {
             .enumerate()
             .filter(|(_, t)| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || matches!(c, ',' | ' ' | '}')))
             .map(|(i, t)| (i as u32, t.clone()))
-            .collect();
-        Self { candidates }
+            .collect::<Vec<(u32, String)>>();
+        let ids = candidates.iter().map(|(id, _)| *id).collect();
+        Self { candidates, ids }
     }
 
-    /// The tokens allowed in `state`, each with the state it leads to.
-    pub fn allowed(&self, state: &ScoreState) -> Vec<(u32, ScoreState)> {
-        self.candidates.iter().filter_map(|(id, t)| state.accepts(t).map(|s| (*id, s))).collect()
+    /// Ids of all candidate tokens; `allowed` refers to them by position in this list.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The tokens allowed in `state`: position in `ids()`, token id, and the state it leads to.
+    pub fn allowed(&self, state: &ScoreState) -> Vec<(usize, u32, ScoreState)> {
+        self.candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(col, (id, t))| state.accepts(t).map(|s| (col, *id, s)))
+            .collect()
     }
 }
 

@@ -18,3 +18,14 @@ pub fn pick(spec: &str) -> Result<(Device, DType)> {
         other => Err(EngineError::Device(format!("unknown device {other:?}: expected cpu, cuda or cuda:N"))),
     }
 }
+
+/// Free device memory in bytes, on CUDA; `None` on the CPU (batches there are sized by the
+/// user, not by memory).
+pub fn free_memory(device: &Device) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = device {
+        return dev.cuda_stream().context().mem_get_info().ok().map(|(free, _total)| free);
+    }
+    let _ = device;
+    None
+}

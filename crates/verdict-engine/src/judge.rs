@@ -18,16 +18,18 @@ use crate::config::{Head, ModelConfig};
 use crate::constraint::ScoreVocab;
 use crate::error::{EngineError, Result};
 use crate::folder::ModelFolder;
-use crate::generate::{GenRequest, Generator};
+use crate::generate::{GenRequest, GenStats, Generator};
 use crate::meta_rm::MetaRm;
-use crate::model::Decoder;
+use crate::model::{Decoder, KvCache};
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Tok;
 
 /// How the engine runs, as opposed to what it computes (that is the spec).
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Most sequences decoded together in one batch.
+    /// Most sequences decoded together in one batch. On CUDA the engine also keeps each
+    /// batch within the device memory left after loading the weights; `usize::MAX` lets that
+    /// alone decide.
     pub max_batch: usize,
     pub device: Device,
     /// f32 on CPU; bf16 on CUDA.
@@ -65,7 +67,16 @@ pub struct Judge {
     identity: String,
     meta: Option<MetaRm>,
     options: EngineOptions,
+    token_texts: Vec<String>,
+    /// Device bytes free after loading (CUDA only): what batches are sized against.
+    free_bytes: Option<usize>,
 }
+
+/// Batch size when neither the user nor device memory sets one (the CPU).
+const CPU_BATCH: usize = 32;
+/// Upper bound on sequences per batch, whatever the memory: the host does per-row work on
+/// every step, and past a few thousand rows the GPU is saturated anyway.
+const MAX_ROWS: usize = 4096;
 
 impl Judge {
     /// Load a judge from a model folder, and a meta RM if given.
@@ -78,10 +89,23 @@ impl Judge {
         let tok = folder.tokenizer(&cfg)?;
         let chat = folder.chat_template(&tok)?;
         let model = folder.decoder(&cfg, options.dtype, &options.device)?;
-        let score_vocab = ScoreVocab::new(&tok.token_texts());
+        let token_texts = tok.token_texts();
+        let score_vocab = ScoreVocab::new(&token_texts);
         let forced_prefix = tok.encode(template::forced_score_prefix(Default::default()), "the forced score prefix")?;
         let meta = meta_rm.map(|m| MetaRm::load(m, &options)).transpose()?;
-        Ok(Self { identity: folder.identity()?, model, tok, chat, score_vocab, forced_prefix, meta, options })
+        let free_bytes = crate::device::free_memory(&options.device);
+        Ok(Self {
+            identity: folder.identity()?,
+            model,
+            tok,
+            chat,
+            score_vocab,
+            forced_prefix,
+            meta,
+            options,
+            token_texts,
+            free_bytes,
+        })
     }
 
     /// The judge's identity for label specs: folder name and file fingerprint.
@@ -131,46 +155,104 @@ impl Judge {
         Ok(PreparedItem { item, key, item_seed, samples, prompts })
     }
 
-    /// Judge prepared items: all their samples in batches of `max_batch` sequences.
+    /// Change the most sequences per batch (benchmarks sweep it without reloading).
+    pub fn set_max_batch(&mut self, max_batch: usize) {
+        self.options.max_batch = max_batch.max(1);
+    }
+
+    /// Most sequences one batch may hold for prompts of `prompt_tokens` and `max_new` new
+    /// tokens: the user's `max_batch`, and on CUDA what fits in the memory left after the
+    /// weights (KV cache, logits and attention scores per sequence, plus one prefill chunk).
+    pub fn batch_limit(&self, prompt_tokens: usize, max_new: usize) -> usize {
+        let cfg = self.config();
+        let Some(free) = self.free_bytes else {
+            return if self.options.max_batch == usize::MAX { CPU_BATCH } else { self.options.max_batch };
+        };
+        let capacity = prompt_tokens + max_new;
+        let per_seq = KvCache::bytes_per_sequence(cfg, capacity, self.options.dtype)
+            + cfg.vocab_size * 12
+            + cfg.num_attention_heads * capacity * 16
+            + (cfg.hidden_size * 8 + cfg.intermediate_size * 8);
+        let chunk = (16_384 / prompt_tokens.max(1)).max(1);
+        let prefill = 16_384 * (cfg.intermediate_size * 8 + cfg.hidden_size * 16)
+            + chunk * cfg.num_attention_heads * prompt_tokens * prompt_tokens * 12
+            + chunk * KvCache::bytes_per_sequence(cfg, prompt_tokens, self.options.dtype);
+        // Keep a tenth free for the allocator's slack and cuBLAS workspaces.
+        let budget = (free / 10 * 9).saturating_sub(prefill);
+        (budget / per_seq.max(1)).clamp(1, MAX_ROWS).min(self.options.max_batch)
+    }
+
+    /// Judge prepared items: all their samples, whole items per batch, each batch as large
+    /// as `batch_limit` allows.
     pub fn judge(&self, items: &[PreparedItem], spec: &LabelSpec) -> Result<Vec<VerdictRecord>> {
+        Ok(self.judge_with(items, spec, false)?.0)
+    }
+
+    /// `judge`, returning what the batches cost too. With `fixed_length`, every sample is
+    /// exactly `max_new_tokens` long whatever it writes (benchmarks; the verdicts mean
+    /// nothing then).
+    pub fn judge_with(&self, items: &[PreparedItem], spec: &LabelSpec, fixed_length: bool) -> Result<(Vec<VerdictRecord>, GenStats)> {
         let params = SamplingParams { temperature: spec.temperature, top_p: spec.top_p };
-        let mut requests = Vec::new();
-        let mut owners = Vec::new();
-        for (i, p) in items.iter().enumerate() {
-            for (j, (_, prompt)) in p.samples.iter().enumerate() {
-                requests.push(GenRequest {
-                    prompt: p.prompts[*prompt].1.clone(),
-                    seed: mix(&[SAMPLING_TAG, spec.seed, p.item_seed, j as u64]),
-                    max_new_tokens: spec.max_new_tokens as usize,
-                    n_scores: p.item.responses.len(),
-                    force_scores: spec.on_budget == OnBudget::Force,
-                });
-                owners.push((i, j));
-            }
-        }
+        let max_new = spec.max_new_tokens as usize;
         let generator = Generator {
             model: &self.model,
             tok: &self.tok,
+            token_texts: &self.token_texts,
             score_vocab: &self.score_vocab,
             forced_prefix: &self.forced_prefix,
         };
-        let mut outputs = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(self.options.max_batch.max(1)) {
-            outputs.extend(generator.generate(chunk, params)?);
+        let longest = items.iter().flat_map(|p| p.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
+        let limit = self.batch_limit(longest, max_new).max(1);
+        let mut outputs: Vec<Vec<Option<crate::generate::GenOutput>>> = items.iter().map(|p| vec![None; p.samples.len()]).collect();
+        let mut stats = GenStats::default();
+        // Whole items per batch where they fit, so an item's prompts are prefilled once.
+        let mut start = 0;
+        while start < items.len() {
+            let mut end = start;
+            let mut rows = 0;
+            while end < items.len() && (rows == 0 || rows + items[end].samples.len() <= limit) {
+                rows += items[end].samples.len();
+                end += 1;
+            }
+            let mut prompts: Vec<&[u32]> = Vec::new();
+            let mut requests = Vec::new();
+            let mut owners = Vec::new();
+            for (i, p) in items.iter().enumerate().take(end).skip(start) {
+                let base = prompts.len();
+                prompts.extend(p.prompts.iter().map(|(_, ids)| ids.as_slice()));
+                for (j, (_, prompt)) in p.samples.iter().enumerate() {
+                    requests.push(GenRequest {
+                        prompt: base + prompt,
+                        seed: mix(&[SAMPLING_TAG, spec.seed, p.item_seed, j as u64]),
+                        max_new_tokens: max_new,
+                        n_scores: p.item.responses.len(),
+                        force_scores: spec.on_budget == OnBudget::Force,
+                        fixed_length,
+                    });
+                    owners.push((i, j));
+                }
+            }
+            // An item with more samples than fit in one batch is split across batches.
+            for (reqs, own) in requests.chunks(limit).zip(owners.chunks(limit)) {
+                let (outs, s) = generator.generate(&prompts, reqs, params)?;
+                tracing::debug!(sequences = s.sequences, prompts = s.prompts, prefill_tokens = s.prefill_tokens, steps = s.decode_steps, prefill_s = s.prefill_seconds, decode_s = s.decode_seconds, "batch done");
+                stats.add(&s);
+                for (&(i, j), out) in own.iter().zip(outs) {
+                    outputs[i][j] = Some(out);
+                }
+            }
+            start = end;
         }
 
-        let mut per_item: Vec<Vec<Sample>> = items.iter().map(|p| Vec::with_capacity(p.samples.len())).collect();
-        for ((i, j), (out, req)) in owners.into_iter().zip(outputs.into_iter().zip(&requests)) {
-            let perm = items[i].samples[j].0.clone();
-            per_item[i].push(Sample::from_generation(
-                j as u32,
-                perm,
-                out.text,
-                out.finish,
-                out.forced,
-                req.prompt.len() as u32,
-                out.tokens.len() as u32,
-            ));
+        let mut per_item: Vec<Vec<Sample>> = Vec::with_capacity(items.len());
+        for (p, outs) in items.iter().zip(outputs) {
+            let mut samples = Vec::with_capacity(outs.len());
+            for (j, out) in outs.into_iter().enumerate() {
+                let out = out.ok_or(EngineError::Device(format!("item {}: sample {j} was never generated", p.item.id)))?;
+                let prompt_len = p.prompts[p.samples[j].1].1.len() as u32;
+                samples.push(Sample::from_generation(j as u32, p.samples[j].0.clone(), out.text, out.finish, out.forced, prompt_len, out.tokens.len() as u32));
+            }
+            per_item.push(samples);
         }
         if let Some(meta) = &self.meta {
             let mut owners = Vec::new();
@@ -182,19 +264,20 @@ impl Judge {
                     pairs.push((prompt.as_str(), s.raw.as_str()));
                 }
             }
-            let scores = meta.score(&pairs, self.options.max_batch)?;
+            let scores = meta.score(&pairs, self.options.max_batch.min(CPU_BATCH))?;
             drop(pairs);
             for ((i, j), score) in owners.into_iter().zip(scores) {
                 per_item[i][j].meta_score = score;
             }
         }
-        Ok(items
+        let records = items
             .iter()
             .zip(per_item)
             .map(|(p, samples)| {
                 let verdict = aggregate(spec, p.item_seed, p.item.responses.len(), &samples);
                 VerdictRecord::new(&p.item, p.key.hex(), spec, verdict, samples)
             })
-            .collect())
+            .collect();
+        Ok((records, stats))
     }
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod folder;
 pub mod generate;
 pub mod judge;
+pub mod kernels;
 pub mod meta_rm;
 pub mod model;
 pub mod probe;

@@ -5,14 +5,13 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::Head;
 use crate::error::{ComputeContext, EngineError, Result};
 use crate::folder::ModelFolder;
 use crate::judge::EngineOptions;
-use crate::model::{causal_mask, Decoder, KvCache, Step};
+use crate::model::{Decoder, KvCache, Step};
 use crate::tokenizer::Tok;
 
 pub struct MetaRm {
@@ -69,27 +68,11 @@ impl MetaRm {
 
     fn score_batch(&self, seqs: &[&Vec<u32>]) -> Result<Vec<f32>> {
         let device = self.model.device();
-        let dtype = self.model.dtype();
-        let b = seqs.len();
-        let p = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        let pads: Vec<usize> = seqs.iter().map(|s| p - s.len()).collect();
         let pad_id = self.model.config().pad_token_id.unwrap_or(0);
-        let mut tokens = Vec::with_capacity(b * p);
-        let mut positions = Vec::with_capacity(b * p);
-        for (s, &pad) in seqs.iter().zip(&pads) {
-            tokens.extend(std::iter::repeat_n(pad_id, pad));
-            tokens.extend_from_slice(s);
-            positions.extend((0..p).map(|c| c.saturating_sub(pad) as u32));
-        }
-        let window = self.model.sliding_window();
-        let mut cache = KvCache::new(self.model.config(), b, p, dtype, device).step("meta RM cache")?;
-        let step = Step {
-            tokens: Tensor::from_vec(tokens, (b, p), device).step("meta RM input")?,
-            positions: Tensor::from_vec(positions, (b, p), device).step("meta RM input")?,
-            mask: causal_mask(&pads, 0, p, None, dtype, device).step("meta RM mask")?,
-            sliding_mask: window.map(|w| causal_mask(&pads, 0, p, Some(w), dtype, device)).transpose().step("meta RM mask")?,
-            offset: 0,
-        };
+        let seqs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let (step, _) = Step::left_padded(&seqs, 0, pad_id, self.model.sliding_window(), device).step("meta RM input")?;
+        let (b, p) = step.tokens.dims2().step("meta RM input")?;
+        let mut cache = KvCache::new(self.model.config(), b, p, self.model.dtype(), device).step("meta RM cache")?;
         let hidden = self.model.forward(&step, &mut cache).step("meta RM forward")?;
         let scores = self.model.head(&Decoder::last(&hidden).step("meta RM")?).step("meta RM head")?;
         let rows: Vec<Vec<f32>> = scores.to_vec2().step("meta RM scores")?;

@@ -55,8 +55,8 @@ pub fn greedy(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Res
         let step = Step {
             tokens: Tensor::new(tokens.as_slice(), &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
             positions: Tensor::arange(offset as u32, (offset + n) as u32, &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
-            mask: causal_mask(&[0], offset, n, None, dtype, &dev).step("probe mask")?,
-            sliding_mask: window.map(|w| causal_mask(&[0], offset, n, Some(w), dtype, &dev)).transpose().step("probe mask")?,
+            mask: causal_mask(&[0], offset, n, None, &dev).step("probe mask")?,
+            sliding_mask: window.map(|w| causal_mask(&[0], offset, n, Some(w), &dev)).transpose().step("probe mask")?,
             offset,
         };
         let h = model.forward(&step, &mut cache).step("probe step")?;

@@ -206,3 +206,34 @@ fn sharded_weights_load_like_one_file() {
         assert_eq!(x.samples.iter().map(|s| &s.raw).collect::<Vec<_>>(), y.samples.iter().map(|s| &s.raw).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn each_distinct_prompt_is_prefilled_once() {
+    // k = 8 over two responses: two response orders per item, so two prefills per item,
+    // whatever the batch size; the samples still come out as when each is decoded alone.
+    let judge = load(Arch::Qwen2, 64);
+    let s = LabelSpec { k: 8, max_new_tokens: 12, ..spec(&judge) };
+    let p: Vec<_> = items(3).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let (records, stats) = judge.judge_with(&p, &s, false).unwrap();
+    let distinct: usize = p.iter().map(|x| x.prompts.len()).sum();
+    assert_eq!(stats.sequences, 24);
+    assert_eq!(stats.prompts, distinct, "one prefill per distinct prompt");
+    assert!(distinct <= 6);
+    let longest = p.iter().flat_map(|x| x.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap();
+    assert_eq!(stats.prefill_tokens, distinct * longest);
+
+    let alone = load(Arch::Qwen2, 1);
+    let (again, single) = alone.judge_with(&p, &s, false).unwrap();
+    assert_eq!(single.prompts, 24, "batch 1 cannot share");
+    assert_eq!(records, again);
+}
+
+#[test]
+fn fixed_length_runs_every_sample_to_the_budget() {
+    let judge = load(Arch::Gemma2, 16);
+    let s = LabelSpec { k: 4, max_new_tokens: 20, ..spec(&judge) };
+    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let (records, stats) = judge.judge_with(&p, &s, true).unwrap();
+    assert_eq!(stats.generated_tokens, 8 * 20);
+    assert!(records.iter().flat_map(|r| &r.samples).all(|x| x.completion_tokens == 20));
+}

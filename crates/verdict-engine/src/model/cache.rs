@@ -36,4 +36,31 @@ impl KvCache {
         cv.slice_set(&v.contiguous()?, 2, offset)?;
         Ok((ck.narrow(2, 0, offset + t)?, cv.narrow(2, 0, offset + t)?))
     }
+
+    /// Copy prompt caches into this one: row `i` of `src` selected by `rows[i]` becomes row
+    /// `row0 + i` here, slots `0..src.capacity`. This is how one prefill of a prompt is shared
+    /// by every sample that uses it.
+    pub fn copy_rows_from(&mut self, src: &KvCache, rows: &Tensor, row0: usize) -> candle_core::Result<()> {
+        let n = rows.dim(0)?;
+        for ((dk, dv), (sk, sv)) in self.layers.iter().zip(&src.layers) {
+            dk.narrow(0, row0, n)?.slice_set(&sk.index_select(rows, 0)?, 2, 0)?;
+            dv.narrow(0, row0, n)?.slice_set(&sv.index_select(rows, 0)?, 2, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Keep only `rows` (in that order): finished sequences stop costing compute.
+    pub fn retain_rows(&mut self, rows: &Tensor) -> candle_core::Result<()> {
+        for (k, v) in self.layers.iter_mut() {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes one sequence of `capacity` slots takes: what batch sizing divides free memory by.
+    pub fn bytes_per_sequence(cfg: &ModelConfig, capacity: usize, dtype: DType) -> usize {
+        2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * capacity * dtype.size_in_bytes()
+    }
 }
+

@@ -17,43 +17,64 @@ pub struct LayerInput<'a> {
     pub offset: usize,
 }
 use crate::config::{Activation, ModelConfig};
+use crate::kernels;
 
-/// RMSNorm computed in f32. Gemma scales by (1 + w) instead of w.
+/// RMSNorm, computed in f32 and rounded as transformers rounds: Llama and Qwen round the
+/// normalized row to the activation dtype and then multiply by the weight in that dtype;
+/// Gemma multiplies by (1 + w) in f32 and rounds once. In f32 the two orders agree; in bf16
+/// they differ by a rounding per element, which adds up over layers.
 pub struct RmsNorm {
+    /// f32; Gemma's already holds 1 + w.
     weight: Tensor,
+    /// The weight in the activation dtype, for the round-first order.
+    weight_act: Tensor,
+    cast_first: bool,
     eps: f64,
 }
 
 impl RmsNorm {
     pub fn new(cfg: &ModelConfig, vb: VarBuilder, size: usize) -> candle_core::Result<Self> {
         let w = vb.get(size, "weight")?;
-        let weight = if cfg.gemma.is_some() { (w.to_dtype(DType::F32)? + 1.0)? } else { w.to_dtype(DType::F32)? };
-        Ok(Self { weight, eps: cfg.rms_norm_eps })
+        let cast_first = cfg.gemma.is_none();
+        let weight = if cast_first { w.to_dtype(DType::F32)? } else { (w.to_dtype(DType::F32)? + 1.0)? };
+        Ok(Self { weight_act: weight.to_dtype(vb.dtype())?, weight, cast_first, eps: cfg.rms_norm_eps })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if kernels::fused(x) {
+            return kernels::rms_norm_fused(x, &self.weight, self.eps, self.cast_first);
+        }
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        // transformers casts back before the weight for Llama/Qwen and after it for Gemma;
-        // in f32 the two agree, in bf16 the difference is within bf16 rounding.
-        normed.broadcast_mul(&self.weight)?.to_dtype(dtype)
+        if self.cast_first {
+            normed.to_dtype(dtype)?.broadcast_mul(&self.weight_act)
+        } else {
+            normed.broadcast_mul(&self.weight)?.to_dtype(dtype)
+        }
     }
 }
 
-fn linear(cfg_bias: bool, i: usize, o: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    if cfg_bias {
-        candle_nn::linear(i, o, vb)
+/// One linear layer over several checkpoint projections stacked along the output dimension
+/// (q, k, v → qkv; gate, up → gate_up): one matmul launch instead of several.
+fn stacked_linear(bias: bool, input: usize, parts: &[(usize, &str)], vb: &VarBuilder) -> candle_core::Result<Linear> {
+    let weights = parts.iter().map(|(out, name)| vb.pp(name).get((*out, input), "weight")).collect::<candle_core::Result<Vec<_>>>()?;
+    let bias = if bias {
+        let b = parts.iter().map(|(out, name)| vb.pp(name).get(*out, "bias")).collect::<candle_core::Result<Vec<_>>>()?;
+        Some(Tensor::cat(&b, 0)?)
     } else {
-        candle_nn::linear_no_bias(i, o, vb)
-    }
+        None
+    };
+    Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
+}
+
+fn linear(bias: bool, input: usize, output: usize, vb: VarBuilder, name: &str) -> candle_core::Result<Linear> {
+    stacked_linear(bias, input, &[(output, name)], &vb)
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -78,10 +99,8 @@ impl Attention {
             None => 1.0 / (hd as f64).sqrt(),
         };
         Ok(Self {
-            q: linear(cfg.qkv_bias, h, q_out, vb.pp("q_proj"))?,
-            k: linear(cfg.qkv_bias, h, kv_out, vb.pp("k_proj"))?,
-            v: linear(cfg.qkv_bias, h, kv_out, vb.pp("v_proj"))?,
-            o: linear(cfg.o_bias, q_out, h, vb.pp("o_proj"))?,
+            qkv: stacked_linear(cfg.qkv_bias, h, &[(q_out, "q_proj"), (kv_out, "k_proj"), (kv_out, "v_proj")], &vb)?,
+            o: linear(cfg.o_bias, q_out, h, vb.clone(), "o_proj")?,
             q_norm,
             k_norm,
             heads: cfg.num_attention_heads,
@@ -96,33 +115,37 @@ impl Attention {
         let LayerInput { cos, sin, mask, offset } = *input;
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
-        let split = |y: Tensor, heads: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
-            let y = y.reshape((b, t, heads, hd))?;
+        let qkv = self.qkv.forward(x)?;
+        let mut from = 0;
+        let mut split = |heads: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
+            let y = qkv.narrow(2, from, heads * hd)?.reshape((b, t, heads, hd))?;
+            from += heads * hd;
             let y = match norm {
                 Some(n) => n.forward(&y)?,
                 None => y,
             };
             y.transpose(1, 2)?.contiguous()
         };
-        let q = split(self.q.forward(x)?, self.heads, &self.q_norm)?;
-        let k = split(self.k.forward(x)?, self.kv_heads, &self.k_norm)?;
-        let v = split(self.v.forward(x)?, self.kv_heads, &None)?;
+        let q = split(self.heads, &self.q_norm)?;
+        let k = split(self.kv_heads, &self.k_norm)?;
+        let v = split(self.kv_heads, &None)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
         let l = k_all.dim(2)?;
 
         // Grouped-query attention without copying K/V per query head: fold each KV head's
-        // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L].
+        // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L]. Scores are
+        // scaled after the product, in the activation dtype, as transformers does.
         let g = self.heads / self.kv_heads;
-        let q = (q.reshape((b, self.kv_heads, g * t, hd))? * self.scale)?;
-        let mut scores = q.matmul(&k_all.t()?)?.to_dtype(DType::F32)?;
+        let q = q.reshape((b, self.kv_heads, g * t, hd))?;
+        let mut scores = (q.matmul(&k_all.t()?)? * self.scale)?.to_dtype(DType::F32)?;
         if let Some(cap) = self.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;
         }
         let scores = scores
             .reshape((b, self.kv_heads, g, t, l))?
-            .broadcast_add(&mask.to_dtype(DType::F32)?.unsqueeze(2)?)?
+            .broadcast_add(&mask.unsqueeze(2)?)?
             .reshape((b, self.kv_heads, g * t, l))?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v_all.dtype())?;
         let out = probs.matmul(&v_all)?; // [b, kv, g*t, hd]
@@ -135,9 +158,9 @@ impl Attention {
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: Linear,
     down: Linear,
+    inter: usize,
     act: Activation,
 }
 
@@ -145,20 +168,27 @@ impl Mlp {
     fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate: linear(cfg.mlp_bias, h, i, vb.pp("gate_proj"))?,
-            up: linear(cfg.mlp_bias, h, i, vb.pp("up_proj"))?,
-            down: linear(cfg.mlp_bias, i, h, vb.pp("down_proj"))?,
+            gate_up: stacked_linear(cfg.mlp_bias, h, &[(i, "gate_proj"), (i, "up_proj")], &vb)?,
+            down: linear(cfg.mlp_bias, i, h, vb.clone(), "down_proj")?,
+            inter: i,
             act: cfg.activation,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate.forward(x)?;
-        let gate = match self.act {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
+        let gu = self.gate_up.forward(x)?;
+        let mid = if kernels::fused(&gu) {
+            kernels::gated_act_fused(&gu, self.act == Activation::GeluTanh)?
+        } else {
+            let last = gu.rank() - 1;
+            let gate = gu.narrow(last, 0, self.inter)?;
+            let gate = match self.act {
+                Activation::Silu => candle_nn::ops::silu(&gate)?,
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            (gate * gu.narrow(last, self.inter, self.inter)?)?
         };
-        self.down.forward(&(gate * self.up.forward(x)?)?)
+        self.down.forward(&mid)
     }
 }
 

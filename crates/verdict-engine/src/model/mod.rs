@@ -28,12 +28,44 @@ pub struct Step {
     pub tokens: Tensor,
     /// `[b, t]` rotary positions (u32): each sequence counts from its own first real token.
     pub positions: Tensor,
-    /// `[b, 1, t, L]` additive mask (0 or -inf) over the L = `offset + t` cache slots.
+    /// `[b, 1, t, L]` f32 additive mask (0 or -inf) over the L = `offset + t` cache slots.
     pub mask: Tensor,
     /// The same for sliding-window layers (Gemma 2), when the model has any.
     pub sliding_mask: Option<Tensor>,
     /// Cache slot where this step's first token is written.
     pub offset: usize,
+}
+
+impl Step {
+    /// The prefill step for whole sequences, left-padded with `pad_id` to `width` (at least
+    /// the longest): every sequence counts its positions from its first real token. Returns
+    /// the step and the padding of each row.
+    pub fn left_padded(
+        seqs: &[&[u32]],
+        width: usize,
+        pad_id: u32,
+        window: Option<usize>,
+        device: &Device,
+    ) -> candle_core::Result<(Step, Vec<usize>)> {
+        let b = seqs.len();
+        let p = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(width);
+        let pads: Vec<usize> = seqs.iter().map(|s| p - s.len()).collect();
+        let mut tokens = Vec::with_capacity(b * p);
+        let mut positions = Vec::with_capacity(b * p);
+        for (s, &pad) in seqs.iter().zip(&pads) {
+            tokens.extend(std::iter::repeat_n(pad_id, pad));
+            tokens.extend_from_slice(s);
+            positions.extend((0..p).map(|c| c.saturating_sub(pad) as u32));
+        }
+        let step = Step {
+            tokens: Tensor::from_vec(tokens, (b, p), device)?,
+            positions: Tensor::from_vec(positions, (b, p), device)?,
+            mask: causal_mask(&pads, 0, p, None, device)?,
+            sliding_mask: window.map(|w| causal_mask(&pads, 0, p, Some(w), device)).transpose()?,
+            offset: 0,
+        };
+        Ok((step, pads))
+    }
 }
 
 pub struct Decoder {
@@ -132,8 +164,8 @@ impl Decoder {
         let step = Step {
             tokens: Tensor::new(tokens, &self.device)?.unsqueeze(0)?,
             positions: Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?,
-            mask: causal_mask(&[0], 0, t, None, self.dtype, &self.device)?,
-            sliding_mask: self.sliding_window().map(|w| causal_mask(&[0], 0, t, Some(w), self.dtype, &self.device)).transpose()?,
+            mask: causal_mask(&[0], 0, t, None, &self.device)?,
+            sliding_mask: self.sliding_window().map(|w| causal_mask(&[0], 0, t, Some(w), &self.device)).transpose()?,
             offset: 0,
         };
         let h = self.forward(&step, &mut cache)?;
@@ -156,7 +188,7 @@ impl Decoder {
     }
 }
 
-/// The additive attention mask `[b, 1, t, L]` (L = offset + t) for left-padded sequences:
+/// The additive attention mask `[b, 1, t, L]`, f32 (scores are softmaxed in f32), (L = offset + t) for left-padded sequences:
 /// sequence i's first `pads[i]` slots are padding; a query at slot q may see slot c when
 /// `pads[i] <= c <= q` and, with a window w, `q - c < w`. A padding query sees only itself,
 /// so its row stays finite (its output is never read).
@@ -165,7 +197,6 @@ pub fn causal_mask(
     offset: usize,
     t: usize,
     window: Option<usize>,
-    dtype: DType,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
     let l = offset + t;
@@ -187,5 +218,5 @@ pub fn causal_mask(
             }
         }
     }
-    Tensor::from_vec(m, (pads.len(), 1, t, l), device)?.to_dtype(dtype)
+    Tensor::from_vec(m, (pads.len(), 1, t, l), device)
 }

@@ -221,3 +221,9 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
     weights::write(&cfg, opts)?;
     Ok(opts.out.clone())
 }
+
+/// The English text the synthetic tokenizers are trained on; benchmarks build prompts of a
+/// chosen length from it.
+pub fn corpus() -> &'static str {
+    tokenizer::CORPUS
+}

@@ -12,7 +12,7 @@ use verdict_core::{template, Item, TemplateVersion};
 use super::Family;
 use crate::error::{EngineError, Result};
 
-const CORPUS: &str = include_str!("../../assets/corpus.txt");
+pub(super) const CORPUS: &str = include_str!("../../assets/corpus.txt");
 
 pub struct SpecialIds {
     pub bos: Option<u32>,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Verdict's engine against transformers' generate on one GPU, in one go (bench/RESULTS.md).
+# Runs on the H200 machine, which has no Rust: carry the CUDA binary (scripts/build-cuda.sh,
+# then `gzip -9 -c target/cuda/verdict > .carry/verdict.gz`).
+#
+# Usage: bash bench/gpu/bench.sh [small|medium ...]      (default: small medium)
+#   small  = random weights with Qwen2.5-0.5B's shapes, medium = Qwen2.5-7B's (made here,
+#   on the GPU machine, with `verdict model init`).
+# Every run: k = 8 samples per item, prompts of about 512 tokens, exactly 256 new tokens per
+# sample, temperature 0.5, bf16. Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
+# sweeps HF_EAGER_BATCHES and the static cache with compilation HF_STATIC_BATCHES (each of
+# those compiles for its shapes in an untimed warm-up, so it gets fewer sizes).
+# Writes JSON lines and the markdown table under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
+BIN=target/cuda/verdict
+if [ ! -x "$BIN" ] && [ -f .carry/verdict.gz ]; then
+  mkdir -p target/cuda && gunzip -c .carry/verdict.gz > "$BIN" && chmod +x "$BIN"
+fi
+SIZES=${*:-small medium}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+
+# The copy-rate ceiling: a 4 GiB device-to-device copy, bytes read + written, median of 20.
+COPY_TBPS=$(python3 - <<'PY'
+import torch
+n = 1 << 31
+a = torch.empty(n, dtype=torch.bfloat16, device="cuda").uniform_()
+b = torch.empty_like(a)
+times = []
+for _ in range(25):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); torch.cuda.synchronize()
+    times.append(s.elapsed_time(e) / 1e3)
+t = sorted(times[5:])[len(times[5:]) // 2]
+print(f"{2 * a.numel() * 2 / t / 1e12:.2f}")
+PY
+)
+echo "device-to-device copy: $COPY_TBPS TB/s (read + write)" | tee -a "$OUT/gpu.txt"
+
+for size in $SIZES; do
+  case $size in
+    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024,2048}; he=${HF_EAGER_BATCHES:-1,8,32,128,256,512,1024}; hs=${HF_STATIC_BATCHES:-32,128,512} ;;
+    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,64,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256,512}; hs=${HF_STATIC_BATCHES:-32,128} ;;
+    *) echo "unknown size $size (small or medium)"; exit 2 ;;
+  esac
+  dir=/tmp/models/$name
+  if [ ! -f "$dir/config.json" ]; then
+    /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --out "$dir" 2>&1 | tail -1
+  fi
+  echo "== $name: Verdict"
+  "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 --batches "$vb" \
+    --prompts-out "$OUT/prompts-$name.json" | tee "$OUT/verdict-$name.jsonl"
+  echo "== $name: transformers eager"
+  python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$name.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$name.log" | tee "$OUT/hf-eager-$name.jsonl"
+  echo "== $name: transformers static cache + compile"
+  python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$name.json" --mode static --batches "$hs" 2>"$OUT/hf-static-$name.log" | tee "$OUT/hf-static-$name.jsonl"
+  rm -f "$OUT/prompts-$name.json"
+done
+python3 bench/gpu/table.py "$COPY_TBPS" "$OUT"/*.jsonl | tee "$OUT/table.md"

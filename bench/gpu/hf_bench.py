@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""transformers' side of the GPU benchmark: `generate` over the same prompts as Verdict.
+
+Usage: python3 hf_bench.py MODEL_DIR PROMPTS_JSON --mode eager|static --batches 1,8,32
+       [--new-tokens 256] [--k 8] [--temperature 0.5]
+
+PROMPTS_JSON is what `verdict model bench --prompts-out` writes: every sample's prompt ids,
+in batch order, so batch B runs the first B of them (all k samples of each item, each with
+its own response order, exactly the sequences Verdict decodes). Sampling at the same
+temperature, bf16, sdpa attention, exactly NEW_TOKENS per sequence (min_new_tokens).
+--mode static uses cache_implementation="static", with which transformers compiles the
+decoding forward (torch.compile, CUDA graphs); its compilation runs in an untimed warm-up
+at each batch size. One JSON line per batch size, like Verdict's.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("prompts")
+    ap.add_argument("--mode", choices=["eager", "static"], default="eager")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.5)
+    args = ap.parse_args()
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    cfg = model.config
+    pad = cfg.eos_token_id if isinstance(cfg.eos_token_id, int) else (cfg.eos_token_id or [0])[0]
+    prompts = json.load(open(args.prompts))
+    n = args.new_tokens
+
+    def run(batch, new_tokens):
+        seqs = prompts[:batch]
+        p = max(len(s) for s in seqs)
+        ids = torch.tensor([[pad] * (p - len(s)) + s for s in seqs], device="cuda")
+        mask = torch.tensor([[0] * (p - len(s)) + [1] * len(s) for s in seqs], device="cuda")
+        kw = dict(
+            do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0,
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad,
+        )
+        if args.mode == "static":
+            kw["cache_implementation"] = "static"
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, **kw)
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        assert out.shape[1] - p == new_tokens, f"generated {out.shape[1] - p} tokens, wanted {new_tokens}"
+        return dt, p
+
+    for batch in [int(b) for b in args.batches.split(",")]:
+        if batch > len(prompts):
+            print(f"# batch {batch}: only {len(prompts)} prompts", file=sys.stderr)
+            break
+        try:
+            # Warm-up: the static cache compiles for this batch's shapes on its first
+            # generations; eager only needs its kernels loaded.
+            warm = 2 if args.mode == "static" else 1
+            for _ in range(warm):
+                run(batch, n if args.mode == "static" else 4)
+            dt, p = run(batch, n)
+        except torch.OutOfMemoryError:
+            print(json.dumps({"engine": f"transformers-{args.mode}", "batch": batch, "error": "out of memory"}), flush=True)
+            torch.cuda.empty_cache()
+            break
+        k = min(args.k, batch)
+        items = batch / k
+        print(json.dumps({
+            "engine": f"transformers-{args.mode}",
+            "model": os.path.basename(os.path.normpath(args.model)),
+            "batch": batch,
+            "items": items,
+            "k": k,
+            "mean_prompt_tokens": sum(len(s) for s in prompts[:batch]) / batch,
+            "new_tokens": n,
+            "generated_tokens": batch * n,
+            "seconds": dt,
+            "tokens_per_s": batch * n / dt,
+            "items_per_s": items / dt,
+            "prefill_tokens_per_item": batch * p / items,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Turn the JSON lines of bench.sh (Verdict and transformers) into the markdown tables of
+bench/RESULTS.md. Usage: python3 table.py COPY_TBPS FILE.jsonl...  (COPY_TBPS: measured
+device-to-device copy rate, read + write, in TB/s)."""
+import json
+import sys
+from collections import defaultdict
+
+
+def main():
+    copy = float(sys.argv[1])
+    rows = defaultdict(dict)  # (model, batch) -> engine -> record
+    models = []
+    for path in sys.argv[2:]:
+        for line in open(path):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            m = r.get("model") or "?"
+            if m not in models:
+                models.append(m)
+            rows[(m, r["batch"])][r["engine"]] = r
+    for m in models:
+        print(f"\n**{m}** (k = 8, about 512 prompt tokens, 256 new tokens per sample; tok/s = generated tokens / wall time of the whole batch, prefill included)\n")
+        print("| batch | Verdict tok/s | Verdict items/s | ms/step | transformers eager tok/s | transformers static+compile tok/s | × eager | × static | prefill tok/item Verdict / transformers | decode bandwidth (% of copy rate) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for (mm, batch) in sorted(k for k in rows if k[0] == m):
+            e = rows[(mm, batch)]
+            v, he, hs = e.get("verdict"), e.get("transformers-eager"), e.get("transformers-static")
+
+            def tps(r):
+                if r is None:
+                    return "—"
+                if "error" in r:
+                    return r["error"]
+                return f"{r['tokens_per_s']:,.0f}"
+
+            def ratio(a, b):
+                if not a or not b or "error" in a or "error" in b:
+                    return "—"
+                return f"{a['tokens_per_s'] / b['tokens_per_s']:.1f}×"
+
+            pre_h = next((r for r in (he, hs) if r and "prefill_tokens_per_item" in r), None)
+            pre = f"{v['prefill_tokens_per_item']:,.0f} / {pre_h['prefill_tokens_per_item']:,.0f}" if v and pre_h else (f"{v['prefill_tokens_per_item']:,.0f} / —" if v else "—")
+            bw = f"{v['decode_bytes_per_s'] / 1e12:.2f} TB/s ({100 * v['decode_bytes_per_s'] / 1e12 / copy:.0f}%)" if v else "—"
+            print(f"| {batch} | {tps(v)} | {v['items_per_s']:.2f} | {v['ms_per_step']:.1f} | {tps(he)} | {tps(hs)} | {ratio(v, he)} | {ratio(v, hs)} | {pre} | {bw} |" if v else
+                  f"| {batch} | — | — | — | {tps(he)} | {tps(hs)} | — | — | {pre} | — |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+//! Operations with a CUDA kernel of our own (kernels/verdict.cu, compiled to PTX by build.rs
+//! with the `cuda` feature): token sampling on the device, RMSNorm in one pass, and the
+//! gated MLP activation fused with its product.
+//!
+//! Sampling has a CPU implementation with the same meaning (sampler.rs), so both devices run
+//! one code path. The two fused layer ops are used only for bf16 on CUDA; elsewhere the model
+//! composes candle ops that round in the same order (see model/layers.rs).
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+
+use crate::sampler::{sample, SamplingParams};
+
+#[cfg(feature = "cuda")]
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/verdict.ptx"));
+#[cfg(feature = "cuda")]
+const MODULE: &str = "verdict";
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// One token per row of `logits` (`[rows, V]` f32), each row with its own uniform draw.
+/// On CUDA only the chosen ids cross to the host.
+pub fn sample_rows(logits: &Tensor, uniforms: &[f32], vocab: usize, params: SamplingParams) -> candle_core::Result<Vec<u32>> {
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let (rows, _) = logits.dims2()?;
+    if uniforms.len() != rows {
+        candle_core::bail!("{} uniform draws for {rows} rows", uniforms.len());
+    }
+    let u = Tensor::from_slice(uniforms, rows, logits.device())?;
+    logits.apply_op2_no_bwd(&u, &Sample { vocab, params })?.to_vec1::<u32>()
+}
+
+struct Sample {
+    vocab: usize,
+    params: SamplingParams,
+}
+
+impl CustomOp2 for Sample {
+    fn name(&self) -> &'static str {
+        "verdict-sample"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(u)) = (s1, s2) else {
+            candle_core::bail!("sampling takes f32 logits and f32 uniforms");
+        };
+        let (x, u) = (contiguous(x, l1, "logits")?, contiguous(u, l2, "uniforms")?);
+        let (rows, cols) = l1.shape().dims2()?;
+        let out: Vec<u32> =
+            (0..rows).map(|r| sample(&x[r * cols..(r + 1) * cols], self.vocab, self.params, u[r]) as u32).collect();
+        Ok((CpuStorage::U32(out), Shape::from(rows)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s1.device();
+        let (rows, cols) = l1.shape().dims2()?;
+        let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("logits must be contiguous".into()))?;
+        let x = s1.as_cuda_slice::<f32>()?.slice(a..b);
+        let (a, b) = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("uniforms must be contiguous".into()))?;
+        let u = s2.as_cuda_slice::<f32>()?.slice(a..b);
+        // SAFETY: every element is written by the kernel (one per block).
+        let out = unsafe { dev.alloc::<u32>(rows)? };
+        let func = dev.get_or_load_custom_func("verdict_sample_f32", MODULE, PTX)?;
+        let stride = cols as i64;
+        let vocab = self.vocab.min(cols) as i32;
+        let inv_t = if self.params.temperature > 0.0 { 1.0 / self.params.temperature } else { 0.0f32 };
+        let top_p = self.params.top_p;
+        let mut launch = func.builder();
+        launch.arg(&x);
+        launch.arg(&stride);
+        launch.arg(&vocab);
+        launch.arg(&u);
+        launch.arg(&inv_t);
+        launch.arg(&top_p);
+        launch.arg(&out);
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_sample_f32.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(rows)))
+    }
+}
+
+/// Whether the fused layer kernels apply to `x`: bf16 on a CUDA device, in a CUDA build.
+pub fn fused(x: &Tensor) -> bool {
+    cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::BF16
+}
+
+/// RMSNorm over the last dimension of bf16 `x` with an f32 weight, in one kernel; see
+/// `verdict_rmsnorm_bf16` for the rounding order `cast_first` selects.
+pub fn rms_norm_fused(x: &Tensor, weight: &Tensor, eps: f64, cast_first: bool) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(weight, &RmsNormOp { eps: eps as f32, cast_first })
+}
+
+/// `act(gate) * up` for the fused gate-up projection's output `[.., 2 * inter]`.
+pub fn gated_act_fused(gate_up: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+    gate_up.contiguous()?.apply_op1_no_bwd(&GatedAct { gelu })
+}
+
+#[allow(dead_code)] // fields are read by the CUDA path only
+struct RmsNormOp {
+    eps: f32,
+    cast_first: bool,
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "verdict-rmsnorm"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused RMSNorm is CUDA-only; the CPU composes candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s1.device();
+        let cols = l1.shape().dims().last().copied().unwrap_or(1);
+        let el = l1.shape().elem_count();
+        let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("norm input must be contiguous".into()))?;
+        let x = s1.as_cuda_slice::<half::bf16>()?.slice(a..b);
+        let (a, b) = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("norm weight must be contiguous".into()))?;
+        let w = s2.as_cuda_slice::<f32>()?.slice(a..b);
+        if b - a != cols {
+            candle_core::bail!("norm weight has {} elements for rows of {cols}", b - a);
+        }
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<half::bf16>(el)? };
+        let func = dev.get_or_load_custom_func("verdict_rmsnorm_bf16", MODULE, PTX)?;
+        let (cols_i, eps, cast) = (cols as i32, self.eps, self.cast_first as i32);
+        let mut launch = func.builder();
+        launch.arg(&x);
+        launch.arg(&w);
+        launch.arg(&out);
+        launch.arg(&cols_i);
+        launch.arg(&eps);
+        launch.arg(&cast);
+        let threads = if cols <= 128 { 128 } else if cols <= 1024 { 256 } else { 512 };
+        let cfg = LaunchConfig { grid_dim: ((el / cols) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_rmsnorm_bf16.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), l1.shape().clone()))
+    }
+}
+
+#[allow(dead_code)] // read by the CUDA path only
+struct GatedAct {
+    gelu: bool,
+}
+
+impl candle_core::CustomOp1 for GatedAct {
+    fn name(&self) -> &'static str {
+        "verdict-gated-act"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused gated activation is CUDA-only; the CPU composes candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s.device();
+        let mut dims = l.shape().dims().to_vec();
+        let two_i = dims.pop().unwrap_or(0);
+        if two_i % 2 != 0 {
+            candle_core::bail!("gate-up output has an odd last dimension {two_i}");
+        }
+        let inter = two_i / 2;
+        dims.push(inter);
+        let total = l.shape().elem_count() / 2;
+        let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("gate-up output must be contiguous".into()))?;
+        let gu = s.as_cuda_slice::<half::bf16>()?.slice(a..b);
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<half::bf16>(total)? };
+        let func = dev.get_or_load_custom_func("verdict_gated_act_bf16", MODULE, PTX)?;
+        let (inter_i, total_i, act) = (inter as i32, total as i64, self.gelu as i32);
+        let mut launch = func.builder();
+        launch.arg(&gu);
+        launch.arg(&out);
+        launch.arg(&inter_i);
+        launch.arg(&total_i);
+        launch.arg(&act);
+        let blocks = total.div_ceil(256).clamp(1, 65_535) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_gated_act_bf16.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(dims)))
+    }
+}
