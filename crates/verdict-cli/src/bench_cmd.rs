@@ -110,6 +110,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Warm-up: kernels load and cuBLAS picks its algorithms outside the timings.
     judge.set_max_batch(k as usize);
     judge.judge_with(&all[..1], &spec_for(k, 8), true)?;
+    let _ = verdict_engine::profile::report();
 
     for &batch in &args.batches {
         let per_item = (k as usize).min(batch);
@@ -151,6 +152,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "decode_bytes_per_s": step_bytes * steps / stats.decode_seconds.max(1e-9),
         });
         println!("{line}");
+        if verdict_engine::profile::enabled() {
+            eprintln!("profile, batch {batch} (VERDICT_PROFILE: every region waits for the device)\n{}", verdict_engine::profile::report());
+        }
     }
     Ok(())
 }

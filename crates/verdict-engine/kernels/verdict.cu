@@ -166,3 +166,96 @@ extern "C" __global__ void verdict_gated_act_bf16(const __nv_bfloat16* __restric
         out[k] = __float2bfloat16(a * u);
     }
 }
+
+// Decode attention: one new query per row (t = 1) against that row's cached keys and values,
+// in one pass with an online softmax (what candle ops do in seven launches, each writing the
+// scores out).
+//   q    [b, kv, g, hd] bf16, contiguous: the g query heads that share one KV head together
+//   k, v [b, kv, L, hd] bf16, strided (views of the cache), strides given in elements
+//   pads [b] u32: row r attends to slots max(pads[r], L - window) .. L - 1
+//   out  [b, kv, g, hd] bf16
+// Scores are rounded to bf16 after the product and after the scale, as transformers' eager
+// attention rounds them; the softmax and the weighted sum are f32.
+// One block of ATT_THREADS threads per (row, KV head); keys go in tiles of ATT_THREADS, one
+// key per thread for the scores, then every thread accumulates its share of the g*hd outputs.
+#define ATT_THREADS 128
+#define ATT_MAX_G 16
+#define ATT_MAX_OUT 32   // g * hd <= ATT_THREADS * ATT_MAX_OUT
+extern "C" __global__ void verdict_decode_attention_bf16(
+    const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
+    const uint32_t* __restrict__ pads, __nv_bfloat16* __restrict__ out,
+    int kv, int g, int hd, int L, long long k_sb, long long k_sh, long long v_sb, long long v_sh,
+    float scale, float softcap, int window) {
+    __shared__ float qs[ATT_MAX_G * 256];
+    __shared__ float ps[ATT_MAX_G][ATT_THREADS];
+    __shared__ float m_s[ATT_MAX_G], alpha_s[ATT_MAX_G], l_s[ATT_MAX_G];
+    int row = blockIdx.x / kv, h = blockIdx.x % kv, tid = threadIdx.x;
+    const __nv_bfloat16* qb = q + ((long long)row * kv + h) * g * hd;
+    const __nv_bfloat16* kb = k + row * k_sb + h * k_sh;
+    const __nv_bfloat16* vb = v + row * v_sb + h * v_sh;
+    for (int i = tid; i < g * hd; i += ATT_THREADS) qs[i] = __bfloat162float(qb[i]);
+    if (tid < g) { m_s[tid] = -INFINITY; l_s[tid] = 0.f; }
+    int lo = (int)pads[row];
+    if (window > 0 && L - window > lo) lo = L - window;
+    float acc[ATT_MAX_OUT];
+    int n_out = (g * hd + ATT_THREADS - 1) / ATT_THREADS;
+    for (int i = 0; i < ATT_MAX_OUT; i++) acc[i] = 0.f;
+    __syncthreads();
+
+    for (int tile = lo; tile < L; tile += ATT_THREADS) {
+        int c = tile + tid;
+        if (c < L) {
+            const __nv_bfloat16* kr = kb + (long long)c * hd;
+            for (int j = 0; j < g; j++) {
+                float s = 0.f;
+                const float* qj = qs + j * hd;
+                for (int d = 0; d < hd; d += 2) {
+                    float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
+                    s += qj[d] * kf.x + qj[d + 1] * kf.y;
+                }
+                s = __bfloat162float(__float2bfloat16(s));
+                s = __bfloat162float(__float2bfloat16(s * scale));
+                if (softcap > 0.f) s = softcap * tanhf(s / softcap);
+                ps[j][tid] = s;
+            }
+        } else {
+            for (int j = 0; j < g; j++) ps[j][tid] = -INFINITY;
+        }
+        __syncthreads();
+        if (tid < g) {
+            float m = m_s[tid];
+            for (int i = 0; i < ATT_THREADS; i++) m = fmaxf(m, ps[tid][i]);
+            alpha_s[tid] = m_s[tid] == -INFINITY ? 0.f : __expf(m_s[tid] - m);
+            m_s[tid] = m;
+        }
+        __syncthreads();
+        for (int j = 0; j < g; j++) {
+            float s = ps[j][tid];
+            ps[j][tid] = s == -INFINITY ? 0.f : __expf(s - m_s[j]);
+        }
+        __syncthreads();
+        if (tid < g) {
+            float sum = 0.f;
+            for (int i = 0; i < ATT_THREADS; i++) sum += ps[tid][i];
+            l_s[tid] = l_s[tid] * alpha_s[tid] + sum;
+        }
+        int n_keys = min(ATT_THREADS, L - tile);
+        for (int i = 0; i < n_out; i++) {
+            int o = tid + i * ATT_THREADS;
+            if (o >= g * hd) break;
+            int j = o / hd, d = o - j * hd;
+            float a = acc[i] * alpha_s[j];
+            const __nv_bfloat16* vc = vb + (long long)tile * hd + d;
+            for (int x = 0; x < n_keys; x++) a += ps[j][x] * __bfloat162float(vc[(long long)x * hd]);
+            acc[i] = a;
+        }
+        __syncthreads();
+    }
+    __nv_bfloat16* ob = out + ((long long)row * kv + h) * g * hd;
+    for (int i = 0; i < n_out; i++) {
+        int o = tid + i * ATT_THREADS;
+        if (o >= g * hd) break;
+        int j = o / hd;
+        ob[o] = __float2bfloat16(acc[i] / l_s[j]);
+    }
+}

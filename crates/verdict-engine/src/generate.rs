@@ -22,6 +22,7 @@ use crate::constraint::{ScoreState, ScoreVocab};
 use crate::error::{ComputeContext, Result};
 use crate::kernels::sample_rows;
 use crate::model::{causal_mask, Decoder, KvCache, Step};
+use crate::profile;
 use crate::sampler::{sample, SamplingParams};
 use crate::tokenizer::Tok;
 
@@ -145,7 +146,7 @@ impl Generator<'_> {
             let refs: Vec<&[u32]> = chunk.iter().map(|&u| prompts[u]).collect();
             let (step, _) = Step::left_padded(&refs, p, pad_id, window, &device).step("prefill input")?;
             let mut pre = KvCache::new(self.model.config(), chunk.len(), p, self.model.dtype(), &device).step("allocating the prefill cache")?;
-            let hidden = self.model.forward(&step, &mut pre).step("prefill")?;
+            let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut pre)).step("prefill")?;
             let logits = self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?;
             stats.prefill_tokens += chunk.len() * p;
             stats.prompts += chunk.len();
@@ -158,7 +159,7 @@ impl Generator<'_> {
                 row += 1;
             }
             let src = Tensor::from_vec(src, row - first, &device).step("prefill fan-out")?;
-            cache.copy_rows_from(&pre, &src, first).step("prefill fan-out")?;
+            profile::time("prefill", "fan-out", &device, || cache.copy_rows_from(&pre, &src, first)).step("prefill fan-out")?;
             first_logits.push(logits.index_select(&src, 0).step("prefill fan-out")?);
         }
         let mut logits = Tensor::cat(&first_logits, 0).step("prefill logits")?;
@@ -184,13 +185,15 @@ impl Generator<'_> {
         let mut pads = pads_all;
         let cand_ids = Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), &device).step("score vocabulary")?;
         let mut full_mask = causal_mask(&pads, p + max_new - 1, 1, None, &device).step("decode mask")?;
+        let pads_tensor = |pads: &[usize]| Tensor::from_vec(pads.iter().map(|&x| x as u32).collect::<Vec<_>>(), pads.len(), &device);
+        let mut pads_dev = pads_tensor(&pads).step("decode input")?;
 
         for s in 0..max_new {
             let uniforms: Vec<f32> = rows
                 .iter()
                 .map(|&i| if seqs[i].done.is_none() { seqs[i].rng.next_f64() as f32 } else { 0.0 })
                 .collect();
-            let free = sample_rows(&logits, &uniforms, self.tok.vocab, params).step("sampling")?;
+            let free = profile::time("decode", "sampling", &device, || sample_rows(&logits, &uniforms, self.tok.vocab, params)).step("sampling")?;
             let block_rows: Vec<u32> = (0..rows.len())
                 .filter(|&r| seqs[rows[r]].done.is_none() && matches!(seqs[rows[r]].phase, Phase::Block(_)))
                 .map(|r| r as u32)
@@ -219,6 +222,7 @@ impl Generator<'_> {
                 full_mask = full_mask.index_select(&keep, 0).step("compaction")?;
                 rows = live.iter().map(|&r| rows[r]).collect();
                 pads = live.iter().map(|&r| pads[r]).collect();
+                pads_dev = pads_tensor(&pads).step("compaction")?;
                 next = live.iter().map(|&r| next[r]).collect();
             }
             let offset = p + s;
@@ -230,8 +234,9 @@ impl Generator<'_> {
                 mask: full_mask.narrow(D::Minus1, 0, offset + 1).step("decode mask")?,
                 sliding_mask: window.map(|w| causal_mask(&pads, offset, 1, Some(w), &device)).transpose().step("decode mask")?,
                 offset,
+                pads: Some(pads_dev.clone()),
             };
-            let hidden = self.model.forward(&step, &mut cache).step("decode step")?;
+            let hidden = profile::time("decode", "forward", &device, || self.model.forward(&step, &mut cache)).step("decode step")?;
             logits = self.model.head(&Decoder::last(&hidden).step("decode step")?).step("decode head")?;
             stats.decode_steps += 1;
             stats.decode_rows += n;

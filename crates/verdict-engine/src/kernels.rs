@@ -212,3 +212,110 @@ impl candle_core::CustomOp1 for GatedAct {
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(dims)))
     }
 }
+
+/// Whether `decode_attention` handles this shape: bf16 on CUDA, at most 16 query heads per
+/// KV head, head_dim even and at most 256, and g * head_dim at most 4096.
+pub fn decode_attention_fits(q: &Tensor, g: usize, head_dim: usize) -> bool {
+    fused(q) && g <= 16 && head_dim % 2 == 0 && head_dim <= 256 && g * head_dim <= 4096
+}
+
+/// Attention of one new query per row over the cached keys and values, in one kernel.
+/// `q` is `[b, kv, g, hd]`, `k` and `v` the cache views `[b, kv, L, hd]`, `pads` (u32 `[b]`)
+/// each row's first real slot; with `window`, only the last `window` slots are seen.
+/// Returns `[b, kv, g, hd]`.
+pub fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pads: &Tensor,
+    scale: f64,
+    softcap: Option<f64>,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let op = DecodeAttention {
+        pads: pads.clone(),
+        scale: scale as f32,
+        softcap: softcap.unwrap_or(0.0) as f32,
+        window: window.unwrap_or(0),
+    };
+    q.contiguous()?.apply_op3_no_bwd(k, v, &op)
+}
+
+#[allow(dead_code)] // read by the CUDA path only
+struct DecodeAttention {
+    pads: Tensor,
+    scale: f32,
+    softcap: f32,
+    window: usize,
+}
+
+impl candle_core::CustomOp3 for DecodeAttention {
+    fn name(&self) -> &'static str {
+        "verdict-decode-attention"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the decode attention kernel is CUDA-only; the CPU composes candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sq: &candle_core::CudaStorage,
+        lq: &Layout,
+        sk: &candle_core::CudaStorage,
+        lk: &Layout,
+        sv: &candle_core::CudaStorage,
+        lv: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let dev = sq.device();
+        let (b, kv, g, hd) = lq.shape().dims4()?;
+        let (kb, kkv, l, khd) = lk.shape().dims4()?;
+        if (kb, kkv, khd) != (b, kv, hd) || lv.shape() != lk.shape() {
+            candle_core::bail!("decode attention: q {:?}, k {:?}, v {:?} do not fit", lq.shape(), lk.shape(), lv.shape());
+        }
+        let (ks, vs) = (lk.stride(), lv.stride());
+        if ks[2] != hd || ks[3] != 1 || vs[2] != hd || vs[3] != 1 {
+            candle_core::bail!("decode attention: cache rows must be contiguous");
+        }
+        let (a, e) = lq.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("q must be contiguous".into()))?;
+        let q = sq.as_cuda_slice::<half::bf16>()?.slice(a..e);
+        let k = sk.as_cuda_slice::<half::bf16>()?.slice(lk.start_offset()..);
+        let v = sv.as_cuda_slice::<half::bf16>()?.slice(lv.start_offset()..);
+        let (pads_storage, pads_layout) = self.pads.storage_and_layout();
+        let candle_core::Storage::Cuda(pads_storage) = &*pads_storage else {
+            candle_core::bail!("decode attention: pads must be on the GPU");
+        };
+        let pads = pads_storage.as_cuda_slice::<u32>()?.slice(pads_layout.start_offset()..);
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<half::bf16>(b * kv * g * hd)? };
+        let func = dev.get_or_load_custom_func("verdict_decode_attention_bf16", MODULE, PTX)?;
+        let (kv_i, g_i, hd_i, l_i) = (kv as i32, g as i32, hd as i32, l as i32);
+        let (k_sb, k_sh, v_sb, v_sh) = (ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64);
+        let (scale, softcap, window) = (self.scale, self.softcap, self.window as i32);
+        let mut launch = func.builder();
+        launch.arg(&q);
+        launch.arg(&k);
+        launch.arg(&v);
+        launch.arg(&pads);
+        launch.arg(&out);
+        launch.arg(&kv_i);
+        launch.arg(&g_i);
+        launch.arg(&hd_i);
+        launch.arg(&l_i);
+        launch.arg(&k_sb);
+        launch.arg(&k_sh);
+        launch.arg(&v_sb);
+        launch.arg(&v_sh);
+        launch.arg(&scale);
+        launch.arg(&softcap);
+        launch.arg(&window);
+        let cfg = LaunchConfig { grid_dim: ((b * kv) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_decode_attention_bf16.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), lq.shape().clone()))
+    }
+}

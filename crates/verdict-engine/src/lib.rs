@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod meta_rm;
 pub mod model;
 pub mod probe;
+pub mod profile;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;

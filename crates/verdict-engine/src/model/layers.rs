@@ -15,9 +15,11 @@ pub struct LayerInput<'a> {
     pub sin: &'a Tensor,
     pub mask: &'a Tensor,
     pub offset: usize,
+    /// Decode steps: each row's left padding (u32 `[b]`), for the one-kernel attention.
+    pub pads: Option<&'a Tensor>,
 }
 use crate::config::{Activation, ModelConfig};
-use crate::kernels;
+use crate::{kernels, profile};
 
 /// RMSNorm, computed in f32 and rounded as transformers rounds: Llama and Qwen round the
 /// normalized row to the activation dtype and then multiply by the weight in that dtype;
@@ -83,10 +85,12 @@ struct Attention {
     head_dim: usize,
     scale: f64,
     softcap: Option<f64>,
+    /// Sliding-window layers (Gemma 2): how many slots back a query sees.
+    window: Option<usize>,
 }
 
 impl Attention {
-    fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &ModelConfig, vb: VarBuilder, sliding: bool) -> candle_core::Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let (q_norm, k_norm) = if cfg.qk_norm {
@@ -108,11 +112,12 @@ impl Attention {
             head_dim: hd,
             scale,
             softcap: cfg.gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
+            window: if sliding { cfg.gemma.as_ref().and_then(|g| g.sliding_window) } else { None },
         })
     }
 
     fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
-        let LayerInput { cos, sin, mask, offset } = *input;
+        let LayerInput { cos, sin, mask, offset, pads } = *input;
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
         let qkv = self.qkv.forward(x)?;
@@ -133,11 +138,18 @@ impl Attention {
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
         let l = k_all.dim(2)?;
+        let g = self.heads / self.kv_heads;
+        if let (1, Some(pads)) = (t, pads) {
+            if kernels::decode_attention_fits(&q, g, hd) {
+                let q = q.reshape((b, self.kv_heads, g, hd))?;
+                let out = kernels::decode_attention(&q, &k_all, &v_all, pads, self.scale, self.softcap, self.window)?;
+                return self.o.forward(&out.reshape((b, 1, self.heads * hd))?);
+            }
+        }
 
         // Grouped-query attention without copying K/V per query head: fold each KV head's
         // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L]. Scores are
         // scaled after the product, in the activation dtype, as transformers does.
-        let g = self.heads / self.kv_heads;
         let q = q.reshape((b, self.kv_heads, g * t, hd))?;
         let mut scores = (q.matmul(&k_all.t()?)? * self.scale)?.to_dtype(DType::F32)?;
         if let Some(cap) = self.softcap {
@@ -213,29 +225,31 @@ impl DecoderLayer {
         } else {
             None
         };
+        let sliding = cfg.gemma.as_ref().map(|g| g.sliding_layers[index]).unwrap_or(false);
         Ok(Self {
-            attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            attn: Attention::new(cfg, vb.pp("self_attn"), sliding)?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
             input_norm: RmsNorm::new(cfg, vb.pp("input_layernorm"), h)?,
             post_attn_norm: RmsNorm::new(cfg, vb.pp("post_attention_layernorm"), h)?,
             ffn_norms,
-            sliding: cfg.gemma.as_ref().map(|g| g.sliding_layers[index]).unwrap_or(false),
+            sliding,
         })
     }
 
     pub fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(&self.input_norm.forward(x)?, input, cache, layer)?;
+        let phase = if x.dim(1)? == 1 { "decode" } else { "prefill" };
+        let a = profile::time(phase, "attention", x.device(), || self.attn.forward(&self.input_norm.forward(x)?, input, cache, layer))?;
         match &self.ffn_norms {
             // Gemma 2: sandwich norms; the "post attention" norm is applied to the attention
             // output before the residual add.
             Some((pre, post)) => {
                 let x = (x + self.post_attn_norm.forward(&a)?)?;
-                let m = post.forward(&self.mlp.forward(&pre.forward(&x)?)?)?;
+                let m = profile::time(phase, "mlp", x.device(), || post.forward(&self.mlp.forward(&pre.forward(&x)?)?))?;
                 x + m
             }
             None => {
                 let x = (x + a)?;
-                let m = self.mlp.forward(&self.post_attn_norm.forward(&x)?)?;
+                let m = profile::time(phase, "mlp", x.device(), || self.mlp.forward(&self.post_attn_norm.forward(&x)?))?;
                 x + m
             }
         }

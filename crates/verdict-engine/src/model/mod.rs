@@ -34,6 +34,9 @@ pub struct Step {
     pub sliding_mask: Option<Tensor>,
     /// Cache slot where this step's first token is written.
     pub offset: usize,
+    /// Decode steps: each row's left padding (u32 `[b]`), which lets attention run as one
+    /// kernel on CUDA instead of reading `mask`.
+    pub pads: Option<Tensor>,
 }
 
 impl Step {
@@ -63,6 +66,7 @@ impl Step {
             mask: causal_mask(&pads, 0, p, None, device)?,
             sliding_mask: window.map(|w| causal_mask(&pads, 0, p, Some(w), device)).transpose()?,
             offset: 0,
+            pads: None,
         };
         Ok((step, pads))
     }
@@ -134,7 +138,8 @@ impl Decoder {
                 (Some(m), true) => m,
                 _ => &step.mask,
             };
-            h = layer.forward(&h, &LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset }, cache, i)?;
+            let input = LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset, pads: step.pads.as_ref() };
+            h = layer.forward(&h, &input, cache, i)?;
         }
         self.norm.forward(&h)
     }
@@ -142,7 +147,7 @@ impl Decoder {
     /// The head on hidden states `[b, t, hidden]` (or `[b, hidden]`), in f32: vocabulary
     /// logits for a causal LM (Gemma's final soft-cap applied), scores for a classifier.
     pub fn head(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        let mut logits = self.head.forward(hidden)?.to_dtype(DType::F32)?;
+        let mut logits = crate::profile::time("", "head", hidden.device(), || self.head.forward(hidden)?.to_dtype(DType::F32))?;
         if let Some(cap) = self.cfg.gemma.as_ref().and_then(|g| g.final_logit_softcapping) {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
@@ -167,6 +172,7 @@ impl Decoder {
             mask: causal_mask(&[0], 0, t, None, &self.device)?,
             sliding_mask: self.sliding_window().map(|w| causal_mask(&[0], 0, t, Some(w), &self.device)).transpose()?,
             offset: 0,
+            pads: None,
         };
         let h = self.forward(&step, &mut cache)?;
         self.head(&h)?.squeeze(0)
