@@ -28,4 +28,6 @@ echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new to
 /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN" label examples/preferences.jsonl -o /tmp/small-auto.jsonl --model /tmp/small \
   --device cuda --k 8 --max-new-tokens 256 2>&1 | grep -E "labeled|samples|rror|wall" | tee -a "$OUT/label-small.txt"
 echo "== quick engine bench, Qwen2.5-0.5B shape"
-"$BIN" model bench /tmp/small --device cuda --batches ${SMOKE_BATCHES:-8,128,512} | tee "$OUT/bench-small.jsonl"
+"$BIN" model bench /tmp/small --device cuda --batches ${SMOKE_BATCHES:-8,128,512,1024} | tee "$OUT/bench-small.jsonl"
+echo "== where the time goes (VERDICT_PROFILE=1: every region waits for the device)"
+VERDICT_PROFILE=1 "$BIN" model bench /tmp/small --device cuda --batches 8,512 --new-tokens 64 2>&1 | grep -v '^{' | tee "$OUT/profile-small.txt"

@@ -22,6 +22,18 @@ __device__ float block_sum(float v, float* shared) {
     return total;
 }
 
+// Max over the block; every thread gets the result. `shared` holds at least 32 floats.
+__device__ float block_max(float v, float* shared) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    float m = shared[0];
+    for (int w = 1; w < nwarps; w++) m = fmaxf(m, shared[w]);
+    return m;
+}
+
 // Max over the block with the lowest index among equal values.
 __device__ void block_argmax(float& v, int& idx, float* sv, int* si) {
     for (int o = 16; o > 0; o >>= 1) {
@@ -167,95 +179,187 @@ extern "C" __global__ void verdict_gated_act_bf16(const __nv_bfloat16* __restric
     }
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// A score as transformers' eager attention rounds it: the bf16 product, scaled in bf16,
+// then Gemma's soft cap in f32.
+__device__ __forceinline__ float round_score(float dot, float scale, float softcap) {
+    float s = __bfloat162float(__float2bfloat16(dot));
+    s = __bfloat162float(__float2bfloat16(s * scale));
+    if (softcap > 0.f) s = softcap * tanhf(s / softcap);
+    return s;
+}
+
 // Decode attention: one new query per row (t = 1) against that row's cached keys and values,
-// in one pass with an online softmax (what candle ops do in seven launches, each writing the
-// scores out).
+// in one pass with an online softmax (candle ops take seven launches and write the scores
+// out several times).
 //   q    [b, kv, g, hd] bf16, contiguous: the g query heads that share one KV head together
-//   k, v [b, kv, L, hd] bf16, strided (views of the cache), strides given in elements
+//   k, v [b, kv, L, hd] bf16, strided views of the cache (strides in elements)
 //   pads [b] u32: row r attends to slots max(pads[r], L - window) .. L - 1
 //   out  [b, kv, g, hd] bf16
-// Scores are rounded to bf16 after the product and after the scale, as transformers' eager
-// attention rounds them; the softmax and the weighted sum are f32.
-// One block of ATT_THREADS threads per (row, KV head); keys go in tiles of ATT_THREADS, one
-// key per thread for the scores, then every thread accumulates its share of the g*hd outputs.
-#define ATT_THREADS 128
-#define ATT_MAX_G 16
-#define ATT_MAX_OUT 32   // g * hd <= ATT_THREADS * ATT_MAX_OUT
-extern "C" __global__ void verdict_decode_attention_bf16(
-    const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
-    const uint32_t* __restrict__ pads, __nv_bfloat16* __restrict__ out,
-    int kv, int g, int hd, int L, long long k_sb, long long k_sh, long long v_sb, long long v_sh,
-    float scale, float softcap, int window) {
-    __shared__ float qs[ATT_MAX_G * 256];
-    __shared__ float ps[ATT_MAX_G][ATT_THREADS];
-    __shared__ float m_s[ATT_MAX_G], alpha_s[ATT_MAX_G], l_s[ATT_MAX_G];
-    int row = blockIdx.x / kv, h = blockIdx.x % kv, tid = threadIdx.x;
+// One block of 4 warps per (row, KV head). Each warp takes 32 keys at a time, one per lane,
+// for the scores; then, lane by lane, adds p * v into accumulators that split head_dim over
+// the lanes (E elements each). The warps' partial softmaxes merge at the end.
+#define ATT_WARPS 4
+template <int E, int MAXG>
+__device__ void decode_attention(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                                 const __nv_bfloat16* __restrict__ v, const uint32_t* __restrict__ pads,
+                                 __nv_bfloat16* __restrict__ out, int kv, int g, int hd, int L, long long k_sb,
+                                 long long k_sh, long long v_sb, long long v_sh, float scale, float softcap, int window) {
+    constexpr int W = 32 * E;  // head_dim capacity
+    __shared__ float qs[MAXG * W];
+    __shared__ float red_m[ATT_WARPS][MAXG], red_l[ATT_WARPS][MAXG];
+    __shared__ float red_acc[ATT_WARPS][MAXG * W];
+    int row = blockIdx.x / kv, h = blockIdx.x % kv;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const __nv_bfloat16* qb = q + ((long long)row * kv + h) * g * hd;
     const __nv_bfloat16* kb = k + row * k_sb + h * k_sh;
     const __nv_bfloat16* vb = v + row * v_sb + h * v_sh;
-    for (int i = tid; i < g * hd; i += ATT_THREADS) qs[i] = __bfloat162float(qb[i]);
-    if (tid < g) { m_s[tid] = -INFINITY; l_s[tid] = 0.f; }
+    for (int i = threadIdx.x; i < g * hd; i += blockDim.x) qs[i] = __bfloat162float(qb[i]);
     int lo = (int)pads[row];
     if (window > 0 && L - window > lo) lo = L - window;
-    float acc[ATT_MAX_OUT];
-    int n_out = (g * hd + ATT_THREADS - 1) / ATT_THREADS;
-    for (int i = 0; i < ATT_MAX_OUT; i++) acc[i] = 0.f;
     __syncthreads();
 
-    for (int tile = lo; tile < L; tile += ATT_THREADS) {
-        int c = tile + tid;
-        if (c < L) {
-            const __nv_bfloat16* kr = kb + (long long)c * hd;
-            for (int j = 0; j < g; j++) {
-                float s = 0.f;
-                const float* qj = qs + j * hd;
-                for (int d = 0; d < hd; d += 2) {
-                    float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
-                    s += qj[d] * kf.x + qj[d + 1] * kf.y;
-                }
-                s = __bfloat162float(__float2bfloat16(s));
-                s = __bfloat162float(__float2bfloat16(s * scale));
-                if (softcap > 0.f) s = softcap * tanhf(s / softcap);
-                ps[j][tid] = s;
-            }
-        } else {
-            for (int j = 0; j < g; j++) ps[j][tid] = -INFINITY;
-        }
-        __syncthreads();
-        if (tid < g) {
-            float m = m_s[tid];
-            for (int i = 0; i < ATT_THREADS; i++) m = fmaxf(m, ps[tid][i]);
-            alpha_s[tid] = m_s[tid] == -INFINITY ? 0.f : __expf(m_s[tid] - m);
-            m_s[tid] = m;
-        }
-        __syncthreads();
-        for (int j = 0; j < g; j++) {
-            float s = ps[j][tid];
-            ps[j][tid] = s == -INFINITY ? 0.f : __expf(s - m_s[j]);
-        }
-        __syncthreads();
-        if (tid < g) {
-            float sum = 0.f;
-            for (int i = 0; i < ATT_THREADS; i++) sum += ps[tid][i];
-            l_s[tid] = l_s[tid] * alpha_s[tid] + sum;
-        }
-        int n_keys = min(ATT_THREADS, L - tile);
-        for (int i = 0; i < n_out; i++) {
-            int o = tid + i * ATT_THREADS;
-            if (o >= g * hd) break;
-            int j = o / hd, d = o - j * hd;
-            float a = acc[i] * alpha_s[j];
-            const __nv_bfloat16* vc = vb + (long long)tile * hd + d;
-            for (int x = 0; x < n_keys; x++) a += ps[j][x] * __bfloat162float(vc[(long long)x * hd]);
-            acc[i] = a;
-        }
-        __syncthreads();
+    float m[MAXG], l[MAXG], acc[MAXG][E];
+#pragma unroll
+    for (int j = 0; j < MAXG; j++) {
+        m[j] = -INFINITY;
+        l[j] = 0.f;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[j][e] = 0.f;
     }
+    for (int c0 = lo + warp * 32; c0 < L; c0 += ATT_WARPS * 32) {
+        int c = c0 + lane;
+        bool valid = c < L;
+        float s[MAXG];
+#pragma unroll
+        for (int j = 0; j < MAXG; j++) s[j] = 0.f;
+        if (valid) {
+            const __nv_bfloat16* kr = kb + (long long)c * hd;
+            for (int d = 0; d < hd; d += 2) {
+                float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
+#pragma unroll
+                for (int j = 0; j < MAXG; j++)
+                    if (j < g) s[j] += qs[j * hd + d] * kf.x + qs[j * hd + d + 1] * kf.y;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MAXG; j++) {
+            if (j < g) {
+                float sj = valid ? round_score(s[j], scale, softcap) : -INFINITY;
+                float nm = fmaxf(m[j], warp_max(sj));
+                float alpha = m[j] == -INFINITY ? 0.f : __expf(m[j] - nm);
+                float p = valid ? __expf(sj - nm) : 0.f;
+                l[j] = l[j] * alpha + warp_sum(p);
+                m[j] = nm;
+#pragma unroll
+                for (int e = 0; e < E; e++) acc[j][e] *= alpha;
+                s[j] = p;
+            }
+        }
+        int n = min(32, L - c0);
+        for (int x = 0; x < n; x++) {
+            const __nv_bfloat16* vr = vb + (long long)(c0 + x) * hd;
+            float vv[E];
+#pragma unroll
+            for (int e = 0; e < E; e++) {
+                int d = lane * E + e;
+                vv[e] = d < hd ? __bfloat162float(vr[d]) : 0.f;
+            }
+#pragma unroll
+            for (int j = 0; j < MAXG; j++) {
+                if (j < g) {
+                    float px = __shfl_sync(0xffffffff, s[j], x);
+#pragma unroll
+                    for (int e = 0; e < E; e++) acc[j][e] += px * vv[e];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < MAXG; j++) {
+        if (j < g) {
+            if (lane == 0) {
+                red_m[warp][j] = m[j];
+                red_l[warp][j] = l[j];
+            }
+#pragma unroll
+            for (int e = 0; e < E; e++) red_acc[warp][j * W + lane * E + e] = acc[j][e];
+        }
+    }
+    __syncthreads();
     __nv_bfloat16* ob = out + ((long long)row * kv + h) * g * hd;
-    for (int i = 0; i < n_out; i++) {
-        int o = tid + i * ATT_THREADS;
-        if (o >= g * hd) break;
-        int j = o / hd;
-        ob[o] = __float2bfloat16(acc[i] / l_s[j]);
+    for (int o = threadIdx.x; o < g * hd; o += blockDim.x) {
+        int j = o / hd, d = o - j * hd;
+        float M = -INFINITY;
+        for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, red_m[w][j]);
+        float num = 0.f, den = 0.f;
+        for (int w = 0; w < ATT_WARPS; w++) {
+            if (red_m[w][j] == -INFINITY) continue;
+            float f = __expf(red_m[w][j] - M);
+            num += red_acc[w][j * W + d] * f;
+            den += red_l[w][j] * f;
+        }
+        ob[o] = __float2bfloat16(num / den);
+    }
+}
+
+#define DECODE_ATTENTION(NAME, E, MAXG)                                                                          \
+    extern "C" __global__ void NAME(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,       \
+                                    const uint32_t* pads, __nv_bfloat16* out, int kv, int g, int hd, int L,       \
+                                    long long k_sb, long long k_sh, long long v_sb, long long v_sh, float scale,   \
+                                    float softcap, int window) {                                                  \
+        decode_attention<E, MAXG>(q, k, v, pads, out, kv, g, hd, L, k_sb, k_sh, v_sb, v_sh, scale, softcap, window); \
+    }
+// head_dim up to 32, 64, 128, 256; query heads per KV head up to 16, 16, 8, 4.
+DECODE_ATTENTION(verdict_decode_attention_e1, 1, 16)
+DECODE_ATTENTION(verdict_decode_attention_e2, 2, 16)
+DECODE_ATTENTION(verdict_decode_attention_e4, 4, 8)
+DECODE_ATTENTION(verdict_decode_attention_e8, 8, 4)
+
+// Softmax of prefill attention scores in place of candle's scale, cast, mask-add, softmax
+// and cast (five passes over the scores and a mask built on the host): reads the bf16
+// scores [b, kv, g * t, L] once and writes bf16 probabilities. The causal and padding mask
+// comes from the row's query slot (offset + its index among the t queries) and pads[b];
+// a padding query (slot before pads[b]) sees only itself, as causal_mask() does.
+extern "C" __global__ void verdict_prefill_softmax_bf16(const __nv_bfloat16* __restrict__ scores,
+                                                        __nv_bfloat16* __restrict__ probs, const uint32_t* __restrict__ pads,
+                                                        int kv, int gt, int t, int L, int offset, float scale,
+                                                        float softcap, int window) {
+    __shared__ float sv[32];
+    long long r = blockIdx.x;
+    int b = (int)(r / ((long long)kv * gt));
+    int qi = (int)(r % gt) % t;
+    int qslot = offset + qi;
+    int pad = (int)pads[b];
+    int lo, hi;
+    if (qslot < pad) {
+        lo = qslot;
+        hi = qslot;
+    } else {
+        lo = pad;
+        if (window > 0 && qslot + 1 - window > lo) lo = qslot + 1 - window;
+        hi = qslot;
+    }
+    const __nv_bfloat16* x = scores + r * L;
+    __nv_bfloat16* y = probs + r * L;
+    float mx = -INFINITY;
+    for (int c = lo + threadIdx.x; c <= hi; c += blockDim.x) mx = fmaxf(mx, round_score(__bfloat162float(x[c]), scale, softcap));
+    mx = block_max(mx, sv);
+    float sum = 0.f;
+    for (int c = lo + threadIdx.x; c <= hi; c += blockDim.x) sum += __expf(round_score(__bfloat162float(x[c]), scale, softcap) - mx);
+    sum = block_sum(sum, sv);
+    float inv = 1.f / sum;
+    for (int c = threadIdx.x; c < L; c += blockDim.x) {
+        float p = (c >= lo && c <= hi) ? __expf(round_score(__bfloat162float(x[c]), scale, softcap) - mx) * inv : 0.f;
+        y[c] = __float2bfloat16(p);
     }
 }

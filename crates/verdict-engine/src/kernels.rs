@@ -213,10 +213,24 @@ impl candle_core::CustomOp1 for GatedAct {
     }
 }
 
-/// Whether `decode_attention` handles this shape: bf16 on CUDA, at most 16 query heads per
-/// KV head, head_dim even and at most 256, and g * head_dim at most 4096.
+/// The decode attention kernel for a head size: its name, and the most query heads per KV
+/// head it takes (its accumulators live in registers, so both are bounded).
+fn decode_kernel(head_dim: usize) -> Option<(&'static str, usize)> {
+    match head_dim {
+        d if d % 2 != 0 => None,
+        0..=32 => Some(("verdict_decode_attention_e1", 16)),
+        33..=64 => Some(("verdict_decode_attention_e2", 16)),
+        65..=128 => Some(("verdict_decode_attention_e4", 8)),
+        129..=256 => Some(("verdict_decode_attention_e8", 4)),
+        _ => None,
+    }
+}
+
+/// Whether `decode_attention` handles this shape: bf16 on CUDA, an even head_dim of at most
+/// 256, and few enough query heads per KV head (16 up to head_dim 64, 8 up to 128, 4 up to
+/// 256). Other shapes take the composed-ops path.
 pub fn decode_attention_fits(q: &Tensor, g: usize, head_dim: usize) -> bool {
-    fused(q) && g <= 16 && head_dim % 2 == 0 && head_dim <= 256 && g * head_dim <= 4096
+    fused(q) && decode_kernel(head_dim).is_some_and(|(_, max_g)| g <= max_g)
 }
 
 /// Attention of one new query per row over the cached keys and values, in one kernel.
@@ -292,7 +306,8 @@ impl candle_core::CustomOp3 for DecodeAttention {
         let pads = pads_storage.as_cuda_slice::<u32>()?.slice(pads_layout.start_offset()..);
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(b * kv * g * hd)? };
-        let func = dev.get_or_load_custom_func("verdict_decode_attention_bf16", MODULE, PTX)?;
+        let (name, _) = decode_kernel(hd).ok_or_else(|| candle_core::Error::Msg(format!("decode attention: head_dim {hd} unsupported")))?;
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
         let (kv_i, g_i, hd_i, l_i) = (kv as i32, g as i32, hd as i32, l as i32);
         let (k_sb, k_sh, v_sb, v_sh) = (ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64);
         let (scale, softcap, window) = (self.scale, self.softcap, self.window as i32);
@@ -314,8 +329,82 @@ impl candle_core::CustomOp3 for DecodeAttention {
         launch.arg(&softcap);
         launch.arg(&window);
         let cfg = LaunchConfig { grid_dim: ((b * kv) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: argument types and order match verdict_decode_attention_bf16.
+        // SAFETY: argument types and order match the verdict_decode_attention_e* kernels.
         unsafe { launch.launch(cfg) }.w()?;
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), lq.shape().clone()))
+    }
+}
+
+/// Softmax of prefill attention scores `[b, kv, g * t, L]` (bf16, straight from Q·Kᵀ) into
+/// bf16 probabilities: scale, Gemma's soft cap, the causal and padding mask (from `pads` and
+/// `offset`, the cache slot of the first of the t queries) and the softmax in one kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn prefill_softmax(
+    scores: &Tensor,
+    pads: &Tensor,
+    t: usize,
+    offset: usize,
+    scale: f64,
+    softcap: Option<f64>,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let op = PrefillSoftmax { pads: pads.clone(), t, offset, scale: scale as f32, softcap: softcap.unwrap_or(0.0) as f32, window: window.unwrap_or(0) };
+    scores.contiguous()?.apply_op1_no_bwd(&op)
+}
+
+#[allow(dead_code)] // read by the CUDA path only
+struct PrefillSoftmax {
+    pads: Tensor,
+    t: usize,
+    offset: usize,
+    scale: f32,
+    softcap: f32,
+    window: usize,
+}
+
+impl candle_core::CustomOp1 for PrefillSoftmax {
+    fn name(&self) -> &'static str {
+        "verdict-prefill-softmax"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the prefill softmax kernel is CUDA-only; the CPU composes candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s.device();
+        let (b, kv, gt, len) = l.shape().dims4()?;
+        let (a, e) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("scores must be contiguous".into()))?;
+        let scores = s.as_cuda_slice::<half::bf16>()?.slice(a..e);
+        let (pads_storage, pads_layout) = self.pads.storage_and_layout();
+        let candle_core::Storage::Cuda(pads_storage) = &*pads_storage else {
+            candle_core::bail!("prefill softmax: pads must be on the GPU");
+        };
+        let pads = pads_storage.as_cuda_slice::<u32>()?.slice(pads_layout.start_offset()..);
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<half::bf16>(b * kv * gt * len)? };
+        let func = dev.get_or_load_custom_func("verdict_prefill_softmax_bf16", MODULE, PTX)?;
+        let (kv_i, gt_i, t_i, l_i, off_i) = (kv as i32, gt as i32, self.t as i32, len as i32, self.offset as i32);
+        let (scale, softcap, window) = (self.scale, self.softcap, self.window as i32);
+        let mut launch = func.builder();
+        launch.arg(&scores);
+        launch.arg(&out);
+        launch.arg(&pads);
+        launch.arg(&kv_i);
+        launch.arg(&gt_i);
+        launch.arg(&t_i);
+        launch.arg(&l_i);
+        launch.arg(&off_i);
+        launch.arg(&scale);
+        launch.arg(&softcap);
+        launch.arg(&window);
+        let cfg = LaunchConfig { grid_dim: ((b * kv * gt) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_prefill_softmax_bf16.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), l.shape().clone()))
     }
 }

@@ -58,8 +58,8 @@ pub fn greedy(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Res
             mask: causal_mask(&[0], offset, n, None, &dev).step("probe mask")?,
             sliding_mask: window.map(|w| causal_mask(&[0], offset, n, Some(w), &dev)).transpose().step("probe mask")?,
             offset,
-            // Single-token steps go through the decode attention kernel on CUDA, as labeling does.
-            pads: if n == 1 { Some(Tensor::zeros(1, candle_core::DType::U32, &dev).step("probe input")?) } else { None },
+            // The CUDA attention kernels, as labeling uses them.
+            pads: Some(Tensor::zeros(1, candle_core::DType::U32, &dev).step("probe input")?),
         };
         let h = model.forward(&step, &mut cache).step("probe step")?;
         let logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;

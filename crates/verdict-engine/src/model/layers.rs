@@ -15,7 +15,7 @@ pub struct LayerInput<'a> {
     pub sin: &'a Tensor,
     pub mask: &'a Tensor,
     pub offset: usize,
-    /// Decode steps: each row's left padding (u32 `[b]`), for the one-kernel attention.
+    /// Each row's left padding (u32 `[b]`), for the CUDA attention kernels (see `Step::pads`).
     pub pads: Option<&'a Tensor>,
 }
 use crate::config::{Activation, ModelConfig};
@@ -151,6 +151,12 @@ impl Attention {
         // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L]. Scores are
         // scaled after the product, in the activation dtype, as transformers does.
         let q = q.reshape((b, self.kv_heads, g * t, hd))?;
+        if let (true, Some(pads)) = (kernels::fused(&q), pads) {
+            let scores = q.matmul(&k_all.t()?)?;
+            let probs = kernels::prefill_softmax(&scores, pads, t, offset, self.scale, self.softcap, self.window)?;
+            let out = probs.matmul(&v_all)?.reshape((b, self.heads, t, hd))?.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
+            return self.o.forward(&out);
+        }
         let mut scores = (q.matmul(&k_all.t()?)? * self.scale)?.to_dtype(DType::F32)?;
         if let Some(cap) = self.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;

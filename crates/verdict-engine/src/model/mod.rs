@@ -34,8 +34,8 @@ pub struct Step {
     pub sliding_mask: Option<Tensor>,
     /// Cache slot where this step's first token is written.
     pub offset: usize,
-    /// Decode steps: each row's left padding (u32 `[b]`), which lets attention run as one
-    /// kernel on CUDA instead of reading `mask`.
+    /// Each row's left padding (u32 `[b]`), from which the CUDA attention kernels build the
+    /// mask themselves instead of reading `mask`. `None` means: use `mask`.
     pub pads: Option<Tensor>,
 }
 
@@ -66,7 +66,7 @@ impl Step {
             mask: causal_mask(&pads, 0, p, None, device)?,
             sliding_mask: window.map(|w| causal_mask(&pads, 0, p, Some(w), device)).transpose()?,
             offset: 0,
-            pads: None,
+            pads: Some(Tensor::from_vec(pads.iter().map(|&x| x as u32).collect::<Vec<_>>(), b, device)?),
         };
         Ok((step, pads))
     }
@@ -172,7 +172,7 @@ impl Decoder {
             mask: causal_mask(&[0], 0, t, None, &self.device)?,
             sliding_mask: self.sliding_window().map(|w| causal_mask(&[0], 0, t, Some(w), &self.device)).transpose()?,
             offset: 0,
-            pads: None,
+            pads: Some(Tensor::zeros(1, DType::U32, &self.device)?),
         };
         let h = self.forward(&step, &mut cache)?;
         self.head(&h)?.squeeze(0)
