@@ -30,4 +30,4 @@ echo "== verdict label, Qwen2.5-0.5B shape (random), 16 items, k=8, <=256 new to
 echo "== quick engine bench, Qwen2.5-0.5B shape"
 "$BIN" model bench /tmp/small --device cuda --batches ${SMOKE_BATCHES:-8,128,512,1024} | tee "$OUT/bench-small.jsonl"
 echo "== where the time goes (VERDICT_PROFILE=1: every region waits for the device)"
-VERDICT_PROFILE=1 "$BIN" model bench /tmp/small --device cuda --batches 8,512 --new-tokens 64 2>&1 | grep -v '^{' | tee "$OUT/profile-small.txt"
+VERDICT_PROFILE=1 "$BIN" model bench /tmp/small --device cuda --batches ${PROFILE_BATCHES:-8,512} --new-tokens 32 2>&1 | grep -v '^{' | tee "$OUT/profile-small.txt"

@@ -243,12 +243,26 @@ __device__ void decode_attention(const __nv_bfloat16* __restrict__ q, const __nv
 #pragma unroll
         for (int j = 0; j < MAXG; j++) s[j] = 0.f;
         if (valid) {
-            const __nv_bfloat16* kr = kb + (long long)c * hd;
-            for (int d = 0; d < hd; d += 2) {
-                float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
+            // The lane's whole key row in 16-byte loads issued together (hd % 8 == 0), so the
+            // loads overlap instead of waiting one by one.
+            const uint4* kr = reinterpret_cast<const uint4*>(kb + (long long)c * hd);
+            uint4 kv8[W / 8];
 #pragma unroll
-                for (int j = 0; j < MAXG; j++)
-                    if (j < g) s[j] += qs[j * hd + d] * kf.x + qs[j * hd + d + 1] * kf.y;
+            for (int i = 0; i < W / 8; i++)
+                if (i * 8 < hd) kv8[i] = kr[i];
+#pragma unroll
+            for (int i = 0; i < W / 8; i++) {
+                if (i * 8 < hd) {
+                    const __nv_bfloat162* p2 = reinterpret_cast<const __nv_bfloat162*>(&kv8[i]);
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        float2 kf = __bfloat1622float2(p2[u]);
+                        int d = i * 8 + 2 * u;
+#pragma unroll
+                        for (int j = 0; j < MAXG; j++)
+                            if (j < g) s[j] += qs[j * hd + d] * kf.x + qs[j * hd + d + 1] * kf.y;
+                    }
+                }
             }
         }
 #pragma unroll
@@ -266,20 +280,27 @@ __device__ void decode_attention(const __nv_bfloat16* __restrict__ q, const __nv
             }
         }
         int n = min(32, L - c0);
-        for (int x = 0; x < n; x++) {
-            const __nv_bfloat16* vr = vb + (long long)(c0 + x) * hd;
-            float vv[E];
+        // Eight keys' value rows loaded together, then accumulated.
+        for (int x0 = 0; x0 < n; x0 += 8) {
+            float vv[8][E];
 #pragma unroll
-            for (int e = 0; e < E; e++) {
-                int d = lane * E + e;
-                vv[e] = d < hd ? __bfloat162float(vr[d]) : 0.f;
+            for (int u = 0; u < 8; u++) {
+                const __nv_bfloat16* vr = vb + (long long)(c0 + x0 + u) * hd;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    int d = lane * E + e;
+                    vv[u][e] = (x0 + u < n && d < hd) ? __bfloat162float(vr[d]) : 0.f;
+                }
             }
 #pragma unroll
-            for (int j = 0; j < MAXG; j++) {
-                if (j < g) {
-                    float px = __shfl_sync(0xffffffff, s[j], x);
+            for (int u = 0; u < 8; u++) {
 #pragma unroll
-                    for (int e = 0; e < E; e++) acc[j][e] += px * vv[e];
+                for (int j = 0; j < MAXG; j++) {
+                    if (j < g) {
+                        float px = __shfl_sync(0xffffffff, s[j], (x0 + u) & 31);
+#pragma unroll
+                        for (int e = 0; e < E; e++) acc[j][e] += px * vv[u][e];
+                    }
                 }
             }
         }

@@ -217,7 +217,8 @@ impl candle_core::CustomOp1 for GatedAct {
 /// head it takes (its accumulators live in registers, so both are bounded).
 fn decode_kernel(head_dim: usize) -> Option<(&'static str, usize)> {
     match head_dim {
-        d if d % 2 != 0 => None,
+        // Key rows are read in 16-byte pieces.
+        d if d % 8 != 0 => None,
         0..=32 => Some(("verdict_decode_attention_e1", 16)),
         33..=64 => Some(("verdict_decode_attention_e2", 16)),
         65..=128 => Some(("verdict_decode_attention_e4", 8)),
@@ -226,12 +227,16 @@ fn decode_kernel(head_dim: usize) -> Option<(&'static str, usize)> {
     }
 }
 
-/// Whether `decode_attention` handles this shape: bf16 on CUDA, an even head_dim of at most
-/// 256, and few enough query heads per KV head (16 up to head_dim 64, 8 up to 128, 4 up to
+/// Whether `decode_attention` handles this shape: bf16 on CUDA, a head_dim that is a
+/// multiple of 8 and at most 256, and few enough query heads per KV head (16 up to head_dim 64, 8 up to 128, 4 up to
 /// 256). Other shapes take the composed-ops path.
 pub fn decode_attention_fits(q: &Tensor, g: usize, head_dim: usize) -> bool {
-    fused(q) && decode_kernel(head_dim).is_some_and(|(_, max_g)| g <= max_g)
+    fused(q) && !*DECODE_WITH_OPS && decode_kernel(head_dim).is_some_and(|(_, max_g)| g <= max_g)
 }
+
+/// `VERDICT_DECODE_ATTENTION=ops` turns the decode kernel off (benchmarks compare the two).
+static DECODE_WITH_OPS: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("VERDICT_DECODE_ATTENTION").is_ok_and(|v| v == "ops"));
 
 /// Attention of one new query per row over the cached keys and values, in one kernel.
 /// `q` is `[b, kv, g, hd]`, `k` and `v` the cache views `[b, kv, L, hd]`, `pads` (u32 `[b]`)
