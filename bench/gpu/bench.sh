@@ -41,13 +41,24 @@ echo "device-to-device copy: $COPY_TBPS TB/s (read + write)" | tee -a "$OUT/gpu.
 
 for size in $SIZES; do
   case $size in
-    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024,2048}; he=${HF_EAGER_BATCHES:-1,8,32,128,256,512,1024}; hs=${HF_STATIC_BATCHES:-32,128,512} ;;
-    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,64,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256,512}; hs=${HF_STATIC_BATCHES:-32,128} ;;
+    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,512,1024,2048,4096}; he=${HF_EAGER_BATCHES:-1,8,32,128,512,1024}; hs=${HF_STATIC_BATCHES:-128,512} ;;
+    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256}; hs=${HF_STATIC_BATCHES:-128} ;;
     *) echo "unknown size $size (small or medium)"; exit 2 ;;
   esac
   dir=/tmp/models/$name
   if [ ! -f "$dir/config.json" ]; then
-    /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --out "$dir" 2>&1 | tail -1
+    /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --shards 4 --out "$dir" 2>&1 | tail -1
+  fi
+  if [ -z "${VERDICT_DECODE_ATTENTION:-}" ]; then
+    # Decode attention: our kernel or candle ops, whichever is faster here (batch 512).
+    for mode in kernel ops; do
+      VERDICT_DECODE_ATTENTION=$mode "$BIN" model bench "$dir" --device cuda --batches 512 --new-tokens 64 | sed "s/^/$mode: /" | tee -a "$OUT/attention-ab.txt"
+    done
+    export VERDICT_DECODE_ATTENTION=$(python3 -c "
+import json,sys
+r={l.split(': ',1)[0]: json.loads(l.split(': ',1)[1]) for l in open('$OUT/attention-ab.txt') if ': {' in l}
+print(min(r, key=lambda m: r[m]['ms_per_step']))")
+    echo "decode attention: $VERDICT_DECODE_ATTENTION" | tee -a "$OUT/gpu.txt"
   fi
   echo "== $name: Verdict"
   "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 --batches "$vb" \

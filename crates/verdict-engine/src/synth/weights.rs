@@ -32,6 +32,35 @@ fn normal(n: usize, seed: u64, mean: f32, std: f32) -> Vec<f32> {
     out
 }
 
+/// Elements above which a tensor is drawn in parallel blocks (each block its own stream), so
+/// a 7B-shaped model is made in seconds. Below it, one stream per tensor: the small models
+/// the tests and parity fixtures use keep their exact weights.
+const PARALLEL_ABOVE: usize = 1 << 22;
+const BLOCK: usize = 1 << 20;
+
+fn normal_tensor(n: usize, seed: u64, mean: f32, std: f32) -> Vec<f32> {
+    if n <= PARALLEL_ABOVE {
+        return normal(n, seed, mean, std);
+    }
+    let mut out = vec![0f32; n];
+    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+    let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(BLOCK).enumerate().collect();
+    let per_thread = blocks.len().div_ceil(threads);
+    let mut blocks = blocks;
+    std::thread::scope(|scope| {
+        while !blocks.is_empty() {
+            let take = per_thread.min(blocks.len());
+            let mine: Vec<(usize, &mut [f32])> = blocks.drain(..take).collect();
+            scope.spawn(move || {
+                for (i, block) in mine {
+                    block.copy_from_slice(&normal(block.len(), mix(&[seed, i as u64]), mean, std));
+                }
+            });
+        }
+    });
+    out
+}
+
 /// Every tensor of the model: name, shape, mean and standard deviation.
 fn plan(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, f32, f32)> {
     let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
@@ -97,7 +126,7 @@ pub fn write(cfg: &ModelConfig, opts: &InitOptions) -> Result<()> {
         let mut map = HashMap::new();
         for (name, shape, mean, std) in chunk {
             let n: usize = shape.iter().product();
-            let values = normal(n, mix(&[opts.seed, name_seed(name)]), *mean, *std);
+            let values = normal_tensor(n, mix(&[opts.seed, name_seed(name)]), *mean, *std);
             let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)
                 .and_then(|t| t.to_dtype(dtype))
                 .map_err(|e| EngineError::Synth(format!("{name}: {e}")))?;
