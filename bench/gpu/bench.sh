@@ -50,7 +50,8 @@ for size in $SIZES; do
     /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --shards 4 --out "$dir" 2>&1 | tail -1
   fi
   if [ -z "${VERDICT_DECODE_ATTENTION:-}" ]; then
-    # Decode attention: our kernel or candle ops, whichever is faster here (batch 512).
+    # Decode attention: the one-kernel version or cuBLAS products around our masked softmax
+    # (the default), whichever is faster here at batch 512; the choice is printed.
     for mode in kernel ops; do
       VERDICT_DECODE_ATTENTION=$mode "$BIN" model bench "$dir" --device cuda --batches 512 --new-tokens 64 | sed "s/^/$mode: /" | tee -a "$OUT/attention-ab.txt"
     done

@@ -101,10 +101,18 @@ def main():
         # tokens must agree in both.
         if args.dtype == "float32" and worst > 1e-4:
             ok = False
-        if args.dtype != "float32" and worst_rel > 1e-2:
+        if args.dtype == "float32" and greedy_equal != greedy_total:
             ok = False
-        if greedy_equal != greedy_total:
-            ok = False
+        # bf16: two bf16 implementations each land about 1.5e-2 (relative L2) from the f32
+        # logits on these random models, so they cannot be held within 1e-2 of each other,
+        # and near-tied logits flip greedy choices in both. The check is that Verdict in bf16
+        # is as accurate as transformers in bf16: its distance to transformers' f32 logits is
+        # at most 1.1 times transformers' own, and its greedy tokens follow the f32 ones at
+        # least as far. The distance to transformers' bf16 (the table's first columns) is
+        # reported beside it.
+        if args.dtype != "float32":
+            if ours_vs_f32 > 1.1 * hf_vs_f32 or agree32["ours"] < agree32["hf"]:
+                ok = False
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {args.device}, dtype {args.dtype}")
     if args.dtype == "float32":
