@@ -14,10 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
-BIN=target/cuda/verdict
-if [ ! -x "$BIN" ] && [ -f .carry/verdict.gz ]; then
-  mkdir -p target/cuda && gunzip -c .carry/verdict.gz > "$BIN" && chmod +x "$BIN"
-fi
+. bench/gpu/lib.sh
 SIZES=${*:-small medium}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"

@@ -6,10 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/profile-out}; mkdir -p "$OUT"
-BIN=target/cuda/verdict
-if [ ! -x "$BIN" ] && [ -f .carry/verdict.gz ]; then
-  mkdir -p target/cuda && gunzip -c .carry/verdict.gz > "$BIN" && chmod +x "$BIN"
-fi
+. bench/gpu/lib.sh
 for spec in "small qwen2.5-0.5b-shape ${SMALL_BATCHES:-8,512,4096}" "medium qwen2.5-7b-shape ${MEDIUM_BATCHES:-8,128,1024}"; do
   set -- $spec
   dir=/tmp/models/$2

@@ -9,11 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
-BIN=target/cuda/verdict
-# The binary is over the 64 MiB a device call carries; it travels gzipped in .carry/.
-if [ ! -x "$BIN" ] && [ -f .carry/verdict.gz ]; then
-  mkdir -p target/cuda && gunzip -c .carry/verdict.gz > "$BIN" && chmod +x "$BIN"
-fi
+. bench/gpu/lib.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ldd "$BIN" | grep -E "not found|cublas|cudart|libcuda" | sed 's/^/ldd: /'
 

@@ -15,6 +15,38 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/verdict.ptx"));
 #[cfg(feature = "cuda")]
 const MODULE: &str = "verdict";
 
+/// What every launch below repeats: contiguous views of inputs, the launch shape, wrapping
+/// the output.
+#[cfg(feature = "cuda")]
+mod launch {
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig};
+    use candle_core::cuda_backend::CudaDType;
+    use candle_core::{CudaDevice, CudaStorage, Layout, Shape, Tensor};
+
+    /// The contiguous part of `s` that `l` describes.
+    pub fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, what: &str) -> candle_core::Result<CudaView<'a, T>> {
+        let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
+        Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+    }
+
+    /// Run `f` on the u32 device view of `pads` (a per-row padding tensor held by an op).
+    pub fn with_pads<R>(pads: &Tensor, f: impl FnOnce(&CudaView<'_, u32>) -> candle_core::Result<R>) -> candle_core::Result<R> {
+        let (storage, layout) = pads.storage_and_layout();
+        let candle_core::Storage::Cuda(storage) = &*storage else {
+            candle_core::bail!("the padding tensor must be on the GPU");
+        };
+        f(&view::<u32>(storage, layout, "the padding tensor")?)
+    }
+
+    pub fn grid(blocks: usize, threads: u32) -> LaunchConfig {
+        LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    pub fn done<T: DeviceRepr + CudaDType>(out: CudaSlice<T>, dev: &CudaDevice, shape: Shape) -> (CudaStorage, Shape) {
+        (CudaStorage::wrap_cuda_slice(out, dev.clone()), shape)
+    }
+}
+
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -64,33 +96,22 @@ impl CustomOp2 for Sample {
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
+        use launch::{done, grid, view};
         let dev = s1.device();
         let (rows, cols) = l1.shape().dims2()?;
-        let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("logits must be contiguous".into()))?;
-        let x = s1.as_cuda_slice::<f32>()?.slice(a..b);
-        let (a, b) = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("uniforms must be contiguous".into()))?;
-        let u = s2.as_cuda_slice::<f32>()?.slice(a..b);
+        let (x, u) = (view::<f32>(s1, l1, "logits")?, view::<f32>(s2, l2, "uniforms")?);
         // SAFETY: every element is written by the kernel (one per block).
         let out = unsafe { dev.alloc::<u32>(rows)? };
         let func = dev.get_or_load_custom_func("verdict_sample_f32", MODULE, PTX)?;
-        let stride = cols as i64;
-        let vocab = self.vocab.min(cols) as i32;
+        let (stride, vocab) = (cols as i64, self.vocab.min(cols) as i32);
         let inv_t = if self.params.temperature > 0.0 { 1.0 / self.params.temperature } else { 0.0f32 };
-        let top_p = self.params.top_p;
-        let mut launch = func.builder();
-        launch.arg(&x);
-        launch.arg(&stride);
-        launch.arg(&vocab);
-        launch.arg(&u);
-        launch.arg(&inv_t);
-        launch.arg(&top_p);
-        launch.arg(&out);
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        let mut b = func.builder();
+        b.arg(&x).arg(&stride).arg(&vocab).arg(&u).arg(&inv_t).arg(&self.params.top_p).arg(&out);
         // SAFETY: argument types and order match verdict_sample_f32.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(rows)))
+        unsafe { b.launch(grid(rows, 1024)) }.w()?;
+        Ok(done(out, dev, Shape::from(rows)))
     }
 }
 
@@ -134,34 +155,26 @@ impl CustomOp2 for RmsNormOp {
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
+        use launch::{done, grid, view};
         let dev = s1.device();
         let cols = l1.shape().dims().last().copied().unwrap_or(1);
         let el = l1.shape().elem_count();
-        let (a, b) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("norm input must be contiguous".into()))?;
-        let x = s1.as_cuda_slice::<half::bf16>()?.slice(a..b);
-        let (a, b) = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("norm weight must be contiguous".into()))?;
-        let w = s2.as_cuda_slice::<f32>()?.slice(a..b);
-        if b - a != cols {
-            candle_core::bail!("norm weight has {} elements for rows of {cols}", b - a);
+        let (x, w) = (view::<half::bf16>(s1, l1, "the norm input")?, view::<f32>(s2, l2, "the norm weight")?);
+        if w.len() != cols {
+            candle_core::bail!("norm weight has {} elements for rows of {cols}", w.len());
         }
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(el)? };
         let func = dev.get_or_load_custom_func("verdict_rmsnorm_bf16", MODULE, PTX)?;
-        let (cols_i, eps, cast) = (cols as i32, self.eps, self.cast_first as i32);
-        let mut launch = func.builder();
-        launch.arg(&x);
-        launch.arg(&w);
-        launch.arg(&out);
-        launch.arg(&cols_i);
-        launch.arg(&eps);
-        launch.arg(&cast);
+        let (cols_i, cast) = (cols as i32, self.cast_first as i32);
+        let mut b = func.builder();
+        b.arg(&x).arg(&w).arg(&out).arg(&cols_i).arg(&self.eps).arg(&cast);
         let threads = if cols <= 128 { 128 } else if cols <= 1024 { 256 } else { 512 };
-        let cfg = LaunchConfig { grid_dim: ((el / cols) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument types and order match verdict_rmsnorm_bf16.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), l1.shape().clone()))
+        unsafe { b.launch(grid(el / cols, threads)) }.w()?;
+        Ok(done(out, dev, l1.shape().clone()))
     }
 }
 
@@ -182,34 +195,27 @@ impl candle_core::CustomOp1 for GatedAct {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
+        use launch::{done, grid, view};
         let dev = s.device();
         let mut dims = l.shape().dims().to_vec();
         let two_i = dims.pop().unwrap_or(0);
         if two_i % 2 != 0 {
             candle_core::bail!("gate-up output has an odd last dimension {two_i}");
         }
-        let inter = two_i / 2;
-        dims.push(inter);
+        dims.push(two_i / 2);
         let total = l.shape().elem_count() / 2;
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("gate-up output must be contiguous".into()))?;
-        let gu = s.as_cuda_slice::<half::bf16>()?.slice(a..b);
+        let gu = view::<half::bf16>(s, l, "the gate-up output")?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(total)? };
         let func = dev.get_or_load_custom_func("verdict_gated_act_bf16", MODULE, PTX)?;
-        let (inter_i, total_i, act) = (inter as i32, total as i64, self.gelu as i32);
-        let mut launch = func.builder();
-        launch.arg(&gu);
-        launch.arg(&out);
-        launch.arg(&inter_i);
-        launch.arg(&total_i);
-        launch.arg(&act);
-        let blocks = total.div_ceil(256).clamp(1, 65_535) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let (inter, total_i, act) = ((two_i / 2) as i32, total as i64, self.gelu as i32);
+        let mut b = func.builder();
+        b.arg(&gu).arg(&out).arg(&inter).arg(&total_i).arg(&act);
         // SAFETY: argument types and order match verdict_gated_act_bf16.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(dims)))
+        unsafe { b.launch(grid(total.div_ceil(256).clamp(1, 65_535), 256)) }.w()?;
+        Ok(done(out, dev, Shape::from(dims)))
     }
 }
 
@@ -291,8 +297,9 @@ impl candle_core::CustomOp3 for DecodeAttention {
         lv: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
+        use launch::{done, grid, view, with_pads};
         let dev = sq.device();
         let (b, kv, g, hd) = lq.shape().dims4()?;
         let (kb, kkv, l, khd) = lk.shape().dims4()?;
@@ -303,43 +310,32 @@ impl candle_core::CustomOp3 for DecodeAttention {
         if ks[2] != hd || ks[3] != 1 || vs[2] != hd || vs[3] != 1 {
             candle_core::bail!("decode attention: cache rows must be contiguous");
         }
-        let (a, e) = lq.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("q must be contiguous".into()))?;
-        let q = sq.as_cuda_slice::<half::bf16>()?.slice(a..e);
+        let q = view::<half::bf16>(sq, lq, "q")?;
+        // Strided cache views: from their first element on, the kernel applies the strides.
         let k = sk.as_cuda_slice::<half::bf16>()?.slice(lk.start_offset()..);
         let v = sv.as_cuda_slice::<half::bf16>()?.slice(lv.start_offset()..);
-        let (pads_storage, pads_layout) = self.pads.storage_and_layout();
-        let candle_core::Storage::Cuda(pads_storage) = &*pads_storage else {
-            candle_core::bail!("decode attention: pads must be on the GPU");
-        };
-        let pads = pads_storage.as_cuda_slice::<u32>()?.slice(pads_layout.start_offset()..);
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(b * kv * g * hd)? };
         let (name, _) = decode_kernel(hd).ok_or_else(|| candle_core::Error::Msg(format!("decode attention: head_dim {hd} unsupported")))?;
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        let (kv_i, g_i, hd_i, l_i) = (kv as i32, g as i32, hd as i32, l as i32);
-        let (k_sb, k_sh, v_sb, v_sh) = (ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64);
-        let (scale, softcap, window) = (self.scale, self.softcap, self.window as i32);
-        let mut launch = func.builder();
-        launch.arg(&q);
-        launch.arg(&k);
-        launch.arg(&v);
-        launch.arg(&pads);
-        launch.arg(&out);
-        launch.arg(&kv_i);
-        launch.arg(&g_i);
-        launch.arg(&hd_i);
-        launch.arg(&l_i);
-        launch.arg(&k_sb);
-        launch.arg(&k_sh);
-        launch.arg(&v_sb);
-        launch.arg(&v_sh);
-        launch.arg(&scale);
-        launch.arg(&softcap);
-        launch.arg(&window);
-        let cfg = LaunchConfig { grid_dim: ((b * kv) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: argument types and order match the verdict_decode_attention_e* kernels.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), lq.shape().clone()))
+        let dims = [kv as i32, g as i32, hd as i32, l as i32];
+        let strides = [ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64];
+        let window = self.window as i32;
+        with_pads(&self.pads, |pads| {
+            let mut f = func.builder();
+            f.arg(&q).arg(&k).arg(&v).arg(pads).arg(&out);
+            for d in &dims {
+                f.arg(d);
+            }
+            for st in &strides {
+                f.arg(st);
+            }
+            f.arg(&self.scale).arg(&self.softcap).arg(&window);
+            // SAFETY: argument types and order match the verdict_decode_attention_e* kernels.
+            unsafe { f.launch(grid(b * kv, 128)) }.w()?;
+            Ok(())
+        })?;
+        Ok(done(out, dev, lq.shape().clone()))
     }
 }
 
@@ -382,37 +378,28 @@ impl candle_core::CustomOp1 for PrefillSoftmax {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
+        use launch::{done, grid, view, with_pads};
         let dev = s.device();
         let (b, kv, gt, len) = l.shape().dims4()?;
-        let (a, e) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("scores must be contiguous".into()))?;
-        let scores = s.as_cuda_slice::<half::bf16>()?.slice(a..e);
-        let (pads_storage, pads_layout) = self.pads.storage_and_layout();
-        let candle_core::Storage::Cuda(pads_storage) = &*pads_storage else {
-            candle_core::bail!("prefill softmax: pads must be on the GPU");
-        };
-        let pads = pads_storage.as_cuda_slice::<u32>()?.slice(pads_layout.start_offset()..);
+        let scores = view::<half::bf16>(s, l, "the scores")?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(b * kv * gt * len)? };
         let func = dev.get_or_load_custom_func("verdict_prefill_softmax_bf16", MODULE, PTX)?;
-        let (kv_i, gt_i, t_i, l_i, off_i) = (kv as i32, gt as i32, self.t as i32, len as i32, self.offset as i32);
-        let (scale, softcap, window) = (self.scale, self.softcap, self.window as i32);
-        let mut launch = func.builder();
-        launch.arg(&scores);
-        launch.arg(&out);
-        launch.arg(&pads);
-        launch.arg(&kv_i);
-        launch.arg(&gt_i);
-        launch.arg(&t_i);
-        launch.arg(&l_i);
-        launch.arg(&off_i);
-        launch.arg(&scale);
-        launch.arg(&softcap);
-        launch.arg(&window);
-        let cfg = LaunchConfig { grid_dim: ((b * kv * gt) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: argument types and order match verdict_prefill_softmax_bf16.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), l.shape().clone()))
+        let dims = [kv as i32, gt as i32, self.t as i32, len as i32, self.offset as i32];
+        let window = self.window as i32;
+        with_pads(&self.pads, |pads| {
+            let mut f = func.builder();
+            f.arg(&scores).arg(&out).arg(pads);
+            for d in &dims {
+                f.arg(d);
+            }
+            f.arg(&self.scale).arg(&self.softcap).arg(&window);
+            // SAFETY: argument types and order match verdict_prefill_softmax_bf16.
+            unsafe { f.launch(grid(b * kv * gt, 256)) }.w()?;
+            Ok(())
+        })?;
+        Ok(done(out, dev, l.shape().clone()))
     }
 }

@@ -4,8 +4,13 @@
 //! Layout, top-down:
 //! - [`judge`]: the entry point. `Judge::load`, `prepare` (render, tokenize, length-check
 //!   an item's k prompts) and `judge` (batched sampling, parsing, meta RM, aggregation).
-//! - [`generate`]: batched decoding with per-sequence RNGs, stop tokens, and the
-//!   constrained score block ([`constraint`]); [`sampler`]: temperature / top-p.
+//! - [`generate`]: batched decoding with one prefill per distinct prompt shared by its
+//!   samples, per-sequence RNGs, stop tokens, the constrained score block ([`constraint`])
+//!   and compaction of finished rows; [`sampler`]: temperature / top-p, the same algorithm
+//!   the CUDA sampling kernel runs.
+//! - [`kernels`]: our CUDA kernels (`kernels/verdict.cu`): device sampling, fused RMSNorm and
+//!   gated activation, attention softmax with the mask built in, one-kernel decode attention.
+//! - [`profile`]: `VERDICT_PROFILE=1` phase timings.
 //! - [`model`]: the decoder forward (Qwen2, Qwen3, Llama 3, Gemma 2) over a preallocated KV
 //!   cache, with per-sequence positions and padding masks.
 //! - [`folder`], [`config`], [`tokenizer`], [`chat`]: reading a model folder.
