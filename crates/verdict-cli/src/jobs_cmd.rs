@@ -44,7 +44,7 @@ fn state_name(s: i32) -> &'static str {
 }
 
 fn progress_line(j: &v1::Job) -> String {
-    let p = j.progress.clone().unwrap_or_default();
+    let p = j.progress.unwrap_or_default();
     format!(
         "{} done / {} total ({} queued, {} deduplicated, {} rejected, {} dead, {} cancelled)",
         p.done, p.total, p.queued, p.deduplicated, p.rejected, p.dead, p.cancelled
@@ -68,7 +68,7 @@ pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
             let jobs = client.jobs.list_jobs(v1::ListJobsRequest { page_size: 20, page_token: String::new() }).await.map_err(status)?.into_inner();
             println!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  name", "job", "state", "judge", "done", "total");
             for j in &jobs.jobs {
-                let p = j.progress.clone().unwrap_or_default();
+                let p = j.progress.unwrap_or_default();
                 let judge = j.spec.as_ref().map(|s| s.judge.clone()).unwrap_or_default();
                 println!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  {}", j.id, state_name(j.state), judge, p.done, p.total, j.name);
             }
@@ -91,7 +91,7 @@ pub async fn watch_job(client: &mut Client, job_id: &str) -> anyhow::Result<()> 
     let mut last = None;
     while let Some(j) = stream.next().await {
         let j = j.map_err(status)?;
-        let p = j.progress.clone().unwrap_or_default();
+        let p = j.progress.unwrap_or_default();
         bar.set_length(p.total);
         bar.set_position(p.done + p.rejected + p.dead + p.cancelled);
         bar.set_message(state_name(j.state).to_string());

@@ -135,7 +135,7 @@ impl Cluster {
         let out = self.ok(&["status", job]);
         let line = out.lines().find(|l| l.starts_with("progress")).unwrap_or_default().to_string();
         // "progress 16 done / 16 total (0 queued, 0 deduplicated, ...)"
-        let words: Vec<&str> = line.split(|c: char| c == ' ' || c == '(' || c == ')' || c == ',' || c == '/').filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = line.split([' ', '(', ')', ',', '/']).filter(|w| !w.is_empty()).collect();
         let mut m = HashMap::new();
         for pair in words.windows(2) {
             if let Ok(n) = pair[0].parse::<u64>() {

@@ -10,7 +10,8 @@ use candle_core::Device;
 
 static ENABLED: LazyLock<bool> = LazyLock::new(|| std::env::var_os("VERDICT_PROFILE").is_some_and(|v| v != "0"));
 /// (phase, region) → (seconds, calls).
-static TOTALS: Mutex<Vec<((&str, &str), (f64, u64))>> = Mutex::new(Vec::new());
+type Totals = Vec<((&'static str, &'static str), (f64, u64))>;
+static TOTALS: Mutex<Totals> = Mutex::new(Vec::new());
 
 pub fn enabled() -> bool {
     *ENABLED

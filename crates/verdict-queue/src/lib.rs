@@ -24,6 +24,9 @@ use verdict_core::{Item, LabelSpec};
 
 pub use keys::{valid_judge_name, Keys};
 
+/// A stream entry as XRANGE returns it: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, String)>);
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
@@ -337,7 +340,8 @@ impl Queue {
             pipe.cmd("XRANGE").arg(&k.items).arg(id).arg(id);
         }
         let mut c = self.conn.clone();
-        let found: Vec<Vec<(String, Vec<(String, String)>)>> = pipe.query_async(&mut c).await?;
+        // One XRANGE reply per id: its entries, each (id, field/value pairs).
+        let found: Vec<Vec<StreamEntry>> = pipe.query_async(&mut c).await?;
         Ok(found.into_iter().map(|v| !v.is_empty()).collect())
     }
 

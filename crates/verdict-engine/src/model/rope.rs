@@ -24,6 +24,8 @@ fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
             let wavelen = 2.0 * std::f32::consts::PI / *x;
             let scaled = if wavelen > low_wavelen { *x / factor } else { *x };
             let smooth = (old / wavelen - lo) / (hi - lo);
+            // Written as transformers writes it (`~(wavelen < high) * ~(wavelen > low)`).
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
             let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
             *x = if medium { (1.0 - smooth) * scaled / factor + smooth * scaled } else { scaled };
         }
