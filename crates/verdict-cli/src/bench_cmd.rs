@@ -90,7 +90,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .filter_map(|e| e.metadata().ok().map(|m| m.len()))
         .sum();
     let cfg = judge.config().clone();
-    let kv_bytes_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * dtype.size_in_bytes();
+    let kv_bytes_per_token = verdict_engine::model::KvCache::bytes_per_sequence(&cfg, 1, dtype);
     let identity = judge.identity().to_string();
     let spec_for = |k: u32, new: u32| LabelSpec {
         k,

@@ -175,6 +175,13 @@ impl Cluster {
     }
 }
 
+/// How many verdict records there are, and how many distinct item ids they carry: equal
+/// counts mean exactly one verdict per item.
+fn records_and_distinct_ids(records: &[Value]) -> (usize, usize) {
+    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    (records.len(), ids.len())
+}
+
 fn write_items(dir: &Path, n: usize) -> PathBuf {
     let p = dir.join(format!("items-{n}.jsonl"));
     let mut text = String::new();
@@ -195,8 +202,7 @@ fn two_workers_label_the_examples_and_agree_with_embedded_mode() {
     assert_eq!((p["done"], p["total"], p["queued"]), (16, 16, 0), "{p:?}");
 
     let records = c.query(&job);
-    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!((records.len(), ids.len()), (16, 16), "every item has exactly one verdict");
+    assert_eq!(records_and_distinct_ids(&records), (16, 16), "every item has exactly one verdict");
     for r in &records {
         assert_eq!(r["samples"].as_array().unwrap().len(), 2);
     }
@@ -264,8 +270,7 @@ fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     let _w = c.worker("survivor", "8");
     c.wait_done(&job, Duration::from_secs(240));
     let records = c.query(&job);
-    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!((records.len(), ids.len()), (40, 40));
+    assert_eq!(records_and_distinct_ids(&records), (40, 40));
     assert!(records.iter().all(|r| r["samples"].as_array().unwrap().len() == 2), "no duplicated samples");
     let p = c.progress(&job);
     assert_eq!((p["done"], p["dead"]), (40, 0), "{p:?}");
@@ -291,8 +296,7 @@ fn restarts_of_the_coordinator_and_of_redis_are_ridden_out() {
     c.redis.restart();
     c.wait_done(&job, Duration::from_secs(240));
     let records = c.query(&job);
-    let ids: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!((records.len(), ids.len()), (24, 24));
+    assert_eq!(records_and_distinct_ids(&records), (24, 24));
 }
 
 #[test]

@@ -28,7 +28,7 @@ use crate::tokenizer::Tok;
 
 /// Most prompt tokens (padding included) prefilled in one forward pass: bounds the prefill's
 /// activations and attention scores, which grow with the square of the prompt length.
-const PREFILL_TOKENS: usize = 16_384;
+pub(crate) const PREFILL_TOKENS: usize = 16_384;
 
 /// One sequence to generate.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use crate::config::{Head, ModelConfig};
 use crate::constraint::ScoreVocab;
 use crate::error::{EngineError, Result};
 use crate::folder::ModelFolder;
-use crate::generate::{GenRequest, GenStats, Generator};
+use crate::generate::{GenRequest, GenStats, Generator, PREFILL_TOKENS};
 use crate::meta_rm::MetaRm;
 use crate::model::{Decoder, KvCache};
 use crate::sampler::SamplingParams;
@@ -173,8 +173,8 @@ impl Judge {
             + cfg.vocab_size * 12
             + cfg.num_attention_heads * capacity * 16
             + (cfg.hidden_size * 8 + cfg.intermediate_size * 8);
-        let chunk = (16_384 / prompt_tokens.max(1)).max(1);
-        let prefill = 16_384 * (cfg.intermediate_size * 8 + cfg.hidden_size * 16)
+        let chunk = (PREFILL_TOKENS / prompt_tokens.max(1)).max(1);
+        let prefill = PREFILL_TOKENS * (cfg.intermediate_size * 8 + cfg.hidden_size * 16)
             + chunk * cfg.num_attention_heads * prompt_tokens * prompt_tokens * 12
             + chunk * KvCache::bytes_per_sequence(cfg, prompt_tokens, self.options.dtype);
         // Keep a tenth free for the allocator's slack and cuBLAS workspaces.

@@ -26,6 +26,11 @@ fn spec(judge: &Judge) -> LabelSpec {
     LabelSpec { k: 3, max_new_tokens: 24, ..LabelSpec::new(judge.identity()) }
 }
 
+/// The first `n` test items, prepared for `judge` under `spec`.
+fn prepared(judge: &Judge, spec: &LabelSpec, n: usize) -> Vec<verdict_engine::PreparedItem> {
+    items(n).into_iter().map(|i| judge.prepare(i, spec).unwrap()).collect()
+}
+
 fn load(arch: Arch, batch: usize) -> Judge {
     Judge::load(&common::tiny(arch, false), None, EngineOptions { max_batch: batch, ..EngineOptions::cpu() }).unwrap()
 }
@@ -38,9 +43,9 @@ fn a_sample_does_not_depend_on_its_batch() {
         let alone = load(arch, 1);
         let batched = load(arch, 12);
         let spec = spec(&alone);
-        let prepared: Vec<_> = items(4).into_iter().map(|i| alone.prepare(i, &spec).unwrap()).collect();
-        let a = alone.judge(&prepared, &spec).unwrap();
-        let b = batched.judge(&prepared, &spec).unwrap();
+        let p = prepared(&alone, &spec, 4);
+        let a = alone.judge(&p, &spec).unwrap();
+        let b = batched.judge(&p, &spec).unwrap();
         for (x, y) in a.iter().zip(&b) {
             let tx: Vec<_> = x.samples.iter().map(|s| &s.raw).collect();
             let ty: Vec<_> = y.samples.iter().map(|s| &s.raw).collect();
@@ -55,7 +60,7 @@ fn seeds_reproduce_and_differ() {
     let s0 = spec(&judge);
     let s1 = LabelSpec { seed: 1, ..s0.clone() };
     let run = |s: &LabelSpec| {
-        let p: Vec<_> = items(3).into_iter().map(|i| judge.prepare(i, s).unwrap()).collect();
+        let p = prepared(&judge, s, 3);
         judge.judge(&p, s).unwrap()
     };
     let (a, b, c) = (run(&s0), run(&s0), run(&s1));
@@ -68,7 +73,7 @@ fn seeds_reproduce_and_differ() {
 fn samples_shuffle_responses_and_every_forced_block_parses() {
     let judge = load(Arch::Llama, 32);
     let s = LabelSpec { k: 8, ..spec(&judge) };
-    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let p = prepared(&judge, &s, 2);
     let records = judge.judge(&p, &s).unwrap();
     for r in &records {
         assert_eq!(r.samples.len(), 8);
@@ -98,7 +103,7 @@ fn samples_shuffle_responses_and_every_forced_block_parses() {
 fn without_forcing_a_cut_off_sample_is_invalid() {
     let judge = load(Arch::Qwen3, 16);
     let s = LabelSpec { on_budget: OnBudget::Invalid, ..spec(&judge) };
-    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let p = prepared(&judge, &s, 2);
     for r in judge.judge(&p, &s).unwrap() {
         assert!(r.samples.iter().all(|s| matches!(s.status, ParseStatus::Invalid(_))));
         assert_eq!(r.verdict.winner, None);
@@ -116,7 +121,7 @@ fn meta_rm_scores_every_sample_and_filters_the_vote() {
         meta_rm: judge.meta_identity().map(str::to_string),
         ..spec(&judge)
     };
-    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let p = prepared(&judge, &s, 2);
     for r in judge.judge(&p, &s).unwrap() {
         assert!(r.samples.iter().all(|s| s.meta_score.is_some_and(f32::is_finite)));
         assert_eq!(r.verdict.valid, 2, "meta-RM voting keeps k_meta samples");
@@ -199,7 +204,7 @@ fn sharded_weights_load_like_one_file() {
     let b = load(Arch::Gemma2, 32);
     let s = spec(&b);
     let s_a = LabelSpec { judge: a.identity().to_string(), ..s.clone() };
-    let p = |j: &Judge, s: &LabelSpec| items(2).into_iter().map(|i| j.prepare(i, s).unwrap()).collect::<Vec<_>>();
+    let p = |j: &Judge, s: &LabelSpec| prepared(j, s, 2);
     let ra = a.judge(&p(&a, &s_a), &s_a).unwrap();
     let rb = b.judge(&p(&b, &s), &s).unwrap();
     for (x, y) in ra.iter().zip(&rb) {
@@ -213,7 +218,7 @@ fn each_distinct_prompt_is_prefilled_once() {
     // whatever the batch size; the samples still come out as when each is decoded alone.
     let judge = load(Arch::Qwen2, 64);
     let s = LabelSpec { k: 8, max_new_tokens: 12, ..spec(&judge) };
-    let p: Vec<_> = items(3).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let p = prepared(&judge, &s, 3);
     let (records, stats) = judge.judge_with(&p, &s, false).unwrap();
     let distinct: usize = p.iter().map(|x| x.prompts.len()).sum();
     assert_eq!(stats.sequences, 24);
@@ -232,7 +237,7 @@ fn each_distinct_prompt_is_prefilled_once() {
 fn fixed_length_runs_every_sample_to_the_budget() {
     let judge = load(Arch::Gemma2, 16);
     let s = LabelSpec { k: 4, max_new_tokens: 20, ..spec(&judge) };
-    let p: Vec<_> = items(2).into_iter().map(|i| judge.prepare(i, &s).unwrap()).collect();
+    let p = prepared(&judge, &s, 2);
     let (records, stats) = judge.judge_with(&p, &s, true).unwrap();
     assert_eq!(stats.generated_tokens, 8 * 20);
     assert!(records.iter().flat_map(|r| &r.samples).all(|x| x.completion_tokens == 20));
