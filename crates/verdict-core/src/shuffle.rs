@@ -76,7 +76,9 @@ mod tests {
     #[test]
     fn permutations_are_stable_and_valid() {
         // Pinned: changing these reshuffles every stored label, so it must be deliberate.
-        assert_eq!(permutation(5, 42), permutation(5, 42));
+        assert_eq!(permutation(5, 42), [1, 2, 0, 4, 3]);
+        assert_eq!(sample_permutation(3, 0, 7, 1), [1, 2, 0]);
+        assert_eq!(mix(&[1, 2, 3]), 6_587_488_511_219_224_913);
         let mut p = permutation(7, 3);
         p.sort();
         assert_eq!(p, (0..7).collect::<Vec<_>>());
