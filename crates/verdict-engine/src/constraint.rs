@@ -78,9 +78,26 @@ impl ScoreState {
         text.chars().all(|c| s.feed(c)).then_some(s)
     }
 
-    /// The most tokens a block over n responses can take from here (one character each).
-    pub fn worst_case_tokens(n: usize) -> usize {
-        4 * n + 1
+    /// The longest block the grammar allows over n responses, in characters: a space, then
+    /// n two-digit scores joined by ` , `, then ` }` (` 10 , 10 }` for n = 2). With a
+    /// tokenizer that splits every character, that many tokens.
+    pub fn longest_block_chars(n: usize) -> usize {
+        5 * n
+    }
+
+    /// The fewest characters that close the block from here (`,` and a digit per missing
+    /// score, then `}`).
+    pub fn min_chars_to_close(&self) -> usize {
+        if self.closed {
+            return 0;
+        }
+        let missing = self.n.saturating_sub(self.count + usize::from(self.cur.is_some()));
+        if self.need_number && self.cur.is_none() {
+            // A digit opens the next score; each further score needs a comma and a digit.
+            2 * missing
+        } else {
+            2 * missing + 1
+        }
     }
 }
 
@@ -108,12 +125,17 @@ impl ScoreVocab {
         &self.ids
     }
 
-    /// The tokens allowed in `state`: position in `ids()`, token id, and the state it leads to.
-    pub fn allowed(&self, state: &ScoreState) -> Vec<(usize, u32, ScoreState)> {
+    /// The tokens allowed in `state` with `budget` tokens left, this one included: position
+    /// in `ids()`, token id, and the state it leads to. A token is allowed only if the block
+    /// can still close in what is left after it, so a block never runs out of tokens as
+    /// long as the vocabulary has single-character tokens for the digits, `,` and `}`
+    /// (every byte-level BPE does).
+    pub fn allowed(&self, state: &ScoreState, budget: usize) -> Vec<(usize, u32, ScoreState)> {
         self.candidates
             .iter()
             .enumerate()
             .filter_map(|(col, (id, t))| state.accepts(t).map(|s| (col, *id, s)))
+            .filter(|(_, _, s)| s.min_chars_to_close() < budget)
             .collect()
     }
 }
@@ -140,6 +162,62 @@ mod tests {
         assert!(run(2, "8  ,3}").is_none(), "space runs are cut so the block stays short");
         assert!(run(1, "7}x").is_none(), "nothing after the block");
         assert!(run(2, "7 3}").is_none(), "numbers need commas between them");
+    }
+
+    /// Every path through the grammar with one character per token: (longest closed
+    /// path, whether some path is still open at `limit` characters).
+    fn walk(n: usize, limit: usize) -> (usize, bool) {
+        let alphabet = ['1', '0', '9', ',', ' ', '}'];
+        let mut frontier = vec![ScoreState::new(n)];
+        let mut longest = 0;
+        for len in 1..=limit {
+            let mut next = Vec::new();
+            for state in &frontier {
+                for c in alphabet {
+                    let mut s = state.clone();
+                    if s.feed(c) {
+                        if s.closed() {
+                            longest = len;
+                        } else {
+                            next.push(s);
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        (longest, !frontier.is_empty())
+    }
+
+    #[test]
+    fn the_longest_block_is_what_the_reserve_covers() {
+        for n in 1..=4 {
+            let (longest, open) = walk(n, ScoreState::longest_block_chars(n));
+            assert_eq!(longest, ScoreState::longest_block_chars(n), "n = {n}");
+            assert!(!open, "n = {n}: a block can still be open after the reserve");
+        }
+    }
+
+    #[test]
+    fn a_digit_by_digit_vocabulary_always_closes_within_its_budget() {
+        // Tokens of one character each, the worst case for the budget.
+        let texts: Vec<String> = ["0", "1", "2", "9", ",", " ", "}", "x"].iter().map(|s| s.to_string()).collect();
+        let vocab = ScoreVocab::new(&texts);
+        for n in 1..=3 {
+            for budget in 2 * n..=ScoreState::longest_block_chars(n) + 2 {
+                // Whatever the sampler picks among the allowed tokens, the block closes.
+                let mut frontier = vec![(ScoreState::new(n), budget)];
+                while let Some((state, left)) = frontier.pop() {
+                    let allowed = vocab.allowed(&state, left);
+                    assert!(!allowed.is_empty(), "n = {n}, budget {budget}: stuck at {state:?} with {left} left");
+                    for (_, _, s) in allowed {
+                        if !s.closed() {
+                            frontier.push((s, left - 1));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl GenStats {
 
 const BLOCK_OPEN: &str = "\\boxed{";
 
+/// Tokens kept for a forced score block: the prefix that opens it, then the longest block
+/// the grammar allows, one character per token.
+pub(crate) fn forced_reserve(prefix_tokens: usize, n_scores: usize) -> usize {
+    prefix_tokens + ScoreState::longest_block_chars(n_scores)
+}
+
 enum Phase {
     Free,
     Block(ScoreState),
@@ -268,15 +274,14 @@ impl Generator<'_> {
             return;
         }
         let remaining = req.max_new_tokens - seq.generated.len();
-        let reserve = self.forced_prefix.len() + ScoreState::worst_case_tokens(req.n_scores);
-        if req.force_scores && matches!(seq.phase, Phase::Free) && seq.pending.is_empty() && remaining <= reserve && !seq.forced {
+        if req.force_scores && matches!(seq.phase, Phase::Free) && seq.pending.is_empty() && remaining <= forced_reserve(self.forced_prefix.len(), req.n_scores) && !seq.forced {
             seq.pending.extend(self.forced_prefix.iter().copied());
             seq.forced = true;
         }
         let token = if let Some(t) = seq.pending.pop_front() {
             t
         } else if let Phase::Block(state) = &seq.phase {
-            let allowed = self.score_vocab.allowed(state);
+            let allowed = self.score_vocab.allowed(state, remaining);
             let Some(cand) = cand.filter(|_| !allowed.is_empty()) else {
                 seq.done = Some(FinishReason::Length);
                 return;
