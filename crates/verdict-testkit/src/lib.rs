@@ -5,6 +5,11 @@
 //! it is installed with apt-get first.
 //!
 //! Postgres refuses to run as root, so as root the server runs as the `postgres` user.
+//!
+//! Every server also gets a watchdog: a small shell loop that stops it (and removes its
+//! folder) once the test process is gone. A server kept in a `static` is never dropped,
+//! and a test binary killed mid-run drops nothing; the watchdog still stops both within a
+//! second, so no test run leaves a server behind.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -61,6 +66,28 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     }
 }
 
+/// Stop `child` with `signal`, and remove `dir`, once this process has exited.
+fn watchdog(child: &Child, signal: &str, dir: &Path) {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -{signal} {child} 2>/dev/null; \
+         for _ in $(seq 40); do kill -0 {child} 2>/dev/null || break; sleep 0.25; done; kill -9 {child} 2>/dev/null; rm -rf '{dir}'",
+        parent = std::process::id(),
+        child = child.id(),
+        dir = dir.display(),
+    );
+    let spawned = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so a Ctrl-C meant for the tests does not stop it first.
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("warning: no watchdog for the test server {}: {e}", child.id());
+    }
+}
+
 fn stop(child: &mut Child, signal: i32) {
     // SAFETY: kill on our own child's pid.
     unsafe {
@@ -101,6 +128,7 @@ impl Redis {
             .spawn()
             .expect("spawning redis-server");
         wait_for_port(port, &mut child, "redis-server");
+        watchdog(&child, "TERM", dir.path());
         Redis { child, port, _dir: dir }
     }
 
@@ -185,6 +213,8 @@ impl Postgres {
         run(&mut cmd);
         let mut child = cmd.spawn().expect("spawning postgres");
         wait_for_port(port, &mut child, "postgres");
+        // SIGINT is Postgres' fast shutdown.
+        watchdog(&child, "INT", dir.path());
         Postgres { child, port, _dir: dir }
     }
 
