@@ -82,7 +82,7 @@ fn items(judge: &Judge, spec: &LabelSpec, count: usize, target: usize) -> anyhow
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (dev, dtype) = device::pick(&args.device)?;
-    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype })
+    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype, digest_cache: verdict_engine::DigestCache::none() })
         .with_context(|| format!("loading {}", args.dir.display()))?;
     let weight_bytes: u64 = std::fs::read_dir(&args.dir)?
         .filter_map(|e| e.ok())
@@ -91,7 +91,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .sum();
     let cfg = judge.config().clone();
     let kv_bytes_per_token = verdict_engine::model::KvCache::bytes_per_sequence(&cfg, 1, dtype);
-    let identity = judge.identity().to_string();
+    let identity = judge.name().to_string();
     let spec_for = |k: u32, new: u32| LabelSpec {
         k,
         temperature: args.temperature,
@@ -151,7 +151,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "distinct_prompts_per_item": stats.prompts as f64 / n_items as f64,
             "decode_bytes_per_s": step_bytes * steps / stats.decode_seconds.max(1e-9),
         });
-        println!("{line}");
+        crate::say::out(line)?;
         if verdict_engine::profile::enabled() {
             eprintln!("profile, batch {batch} (VERDICT_PROFILE: every region waits for the device)\n{}", verdict_engine::profile::report());
         }

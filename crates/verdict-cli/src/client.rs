@@ -10,7 +10,7 @@ use verdict_proto::v1::worker_service_client::WorkerServiceClient;
 #[derive(Args, Clone, Debug)]
 pub struct CoordinatorAddr {
     /// The coordinator's gRPC address.
-    #[arg(long, env = "VERDICT_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "VERDICT_COORDINATOR", default_value = "http://127.0.0.1:50051", hide_env_values = true)]
     pub coordinator: String,
 }
 
@@ -28,7 +28,7 @@ pub async fn connect(addr: &CoordinatorAddr) -> anyhow::Result<Client> {
         .with_context(|| format!("bad coordinator address {url:?}"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url} (set --coordinator or VERDICT_COORDINATOR)"))?;
+        .with_context(|| format!("cannot reach the coordinator at {} (set --coordinator or VERDICT_COORDINATOR)", verdict_core::redact::url(&url)))?;
     Ok(Client {
         jobs: JobServiceClient::new(channel.clone()).max_encoding_message_size(MAX).max_decoding_message_size(MAX),
         workers: WorkerServiceClient::new(channel.clone()),

@@ -1,18 +1,22 @@
-//! `verdict status` and `verdict watch`.
+//! `verdict status`, `verdict watch` and `verdict cancel`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 use tokio_stream::StreamExt;
 use verdict_proto::v1;
 
 use crate::client::{connect, status, Client, CoordinatorAddr};
+use crate::say::{note, out, progress_bar, warn};
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// A job id; without one, the newest jobs and the live workers.
+    /// A job id; without one, the newest jobs, the judges and the live workers.
     job: Option<String>,
+    /// Print JSON (one object) instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     addr: CoordinatorAddr,
 }
@@ -51,32 +55,98 @@ fn progress_line(j: &v1::Job) -> String {
     )
 }
 
+fn judge_of(j: &v1::Job) -> String {
+    j.spec.as_ref().map(|s| s.judge.clone()).unwrap_or_default()
+}
+
+/// The warning for a job whose items wait for a judge nobody serves.
+pub fn no_worker_warning(j: &v1::Job) -> Option<String> {
+    let p = j.progress.unwrap_or_default();
+    let waiting = matches!(v1::JobState::try_from(j.state).unwrap_or_default(), v1::JobState::Open | v1::JobState::Running) && p.queued > 0;
+    (waiting && j.live_workers == Some(0)).then(|| {
+        let judge = judge_of(j);
+        format!("no live worker serves judge {judge}: the job's {} queued item(s) wait until one starts (verdict worker --judge {judge} --model DIR)", p.queued)
+    })
+}
+
+fn job_json(j: &v1::Job) -> serde_json::Value {
+    let p = j.progress.unwrap_or_default();
+    let s = j.spec.clone().unwrap_or_default();
+    json!({
+        "id": j.id, "name": j.name, "state": state_name(j.state), "created_at": j.created_at,
+        "judge": s.judge, "k": s.k, "temperature": s.temperature, "max_new_tokens": s.max_new_tokens, "seed": s.seed,
+        "live_workers": j.live_workers, "note": j.note,
+        "progress": {"total": p.total, "queued": p.queued, "done": p.done, "rejected": p.rejected, "dead": p.dead, "deduplicated": p.deduplicated, "cancelled": p.cancelled},
+    })
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..fp.len().min(12)]
+}
+
 pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.addr).await?;
     match args.job {
         Some(id) => {
             let j = client.jobs.get_job(v1::GetJobRequest { job_id: id }).await.map_err(status)?.into_inner();
+            if args.json {
+                return Ok(out(job_json(&j))?);
+            }
             let spec = j.spec.clone().unwrap_or_default();
-            println!("job      {}", j.id);
-            println!("name     {}", j.name);
-            println!("state    {}", state_name(j.state));
-            println!("judge    {} (k={}, temperature={}, max_new_tokens={}, seed={})", spec.judge, spec.k, spec.temperature, spec.max_new_tokens, spec.seed);
-            println!("created  {}", j.created_at);
-            println!("progress {}", progress_line(&j));
+            out(format!("job      {}", j.id))?;
+            out(format!("name     {}", j.name))?;
+            out(format!("state    {}", state_name(j.state)))?;
+            out(format!("judge    {} (k={}, temperature={}, max_new_tokens={}, seed={})", spec.judge, spec.k, spec.temperature, spec.max_new_tokens, spec.seed))?;
+            out(format!("workers  {} live for judge {}", j.live_workers.map(|n| n.to_string()).unwrap_or_else(|| "? (queue unreachable)".into()), spec.judge))?;
+            out(format!("created  {}", j.created_at))?;
+            out(format!("progress {}", progress_line(&j)))?;
+            if !j.note.is_empty() {
+                out(format!("note     {}", j.note))?;
+            }
+            if let Some(w) = no_worker_warning(&j) {
+                warn(w);
+            }
         }
         None => {
             let jobs = client.jobs.list_jobs(v1::ListJobsRequest { page_size: 20, page_token: String::new() }).await.map_err(status)?.into_inner();
-            println!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  name", "job", "state", "judge", "done", "total");
-            for j in &jobs.jobs {
-                let p = j.progress.unwrap_or_default();
-                let judge = j.spec.as_ref().map(|s| s.judge.clone()).unwrap_or_default();
-                println!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  {}", j.id, state_name(j.state), judge, p.done, p.total, j.name);
-            }
+            let judges = client.workers.list_judges(v1::ListJudgesRequest {}).await.map_err(status)?.into_inner();
             let workers = client.workers.list_workers(v1::ListWorkersRequest {}).await.map_err(status)?.into_inner();
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            println!("\n{} live worker(s)", workers.workers.len());
+            if args.json {
+                return Ok(out(json!({
+                    "jobs": jobs.jobs.iter().map(job_json).collect::<Vec<_>>(),
+                    "judges": judges.judges.iter().map(|j| json!({
+                        "name": j.name, "fingerprint": j.fingerprint, "meta_fingerprint": j.meta_fingerprint,
+                        "context_length": j.context_length, "bound_at": j.bound_at, "live_workers": j.live_workers,
+                    })).collect::<Vec<_>>(),
+                    "workers": workers.workers.iter().map(|w| json!({
+                        "id": w.worker_id, "judge": w.judge, "device": w.device, "in_flight": w.in_flight,
+                        "fingerprint": w.fingerprint, "meta_fingerprint": w.meta_fingerprint, "seen_s_ago": now.saturating_sub(w.seen_at),
+                    })).collect::<Vec<_>>(),
+                }))?);
+            }
+            out(format!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  {:>7}  name", "job", "state", "judge", "done", "total", "workers"))?;
+            for j in &jobs.jobs {
+                let p = j.progress.unwrap_or_default();
+                let live = j.live_workers.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                out(format!("{:<36}  {:<10}  {:<20}  {:>8}  {:>8}  {:>7}  {}", j.id, state_name(j.state), judge_of(j), p.done, p.total, live, j.name))?;
+            }
+            out(format!("\n{} judge(s)", judges.judges.len()))?;
+            for j in &judges.judges {
+                let meta = j.meta_fingerprint.as_deref().map(|m| format!(" + meta RM {}", short(m))).unwrap_or_default();
+                out(format!("  {:<24} weights {}{meta}, {} live worker(s), bound since {}", j.name, short(&j.fingerprint), j.live_workers, j.bound_at))?;
+            }
+            out(format!("\n{} live worker(s)", workers.workers.len()))?;
             for w in &workers.workers {
-                println!("  {:<40} judge {:<20} {:<8} {} in flight, seen {}s ago", w.worker_id, w.judge, w.device, w.in_flight, now.saturating_sub(w.seen_at));
+                out(format!(
+                    "  {:<40} judge {:<20} weights {} {:<8} {} in flight, seen {}s ago",
+                    w.worker_id,
+                    w.judge,
+                    short(&w.fingerprint),
+                    w.device,
+                    w.in_flight,
+                    now.saturating_sub(w.seen_at)
+                ))?;
             }
         }
     }
@@ -86,20 +156,29 @@ pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
 /// Follow a job until it is done or cancelled, with a progress bar on stderr.
 pub async fn watch_job(client: &mut Client, job_id: &str) -> anyhow::Result<()> {
     let mut stream = client.jobs.watch_job(v1::WatchJobRequest { job_id: job_id.to_string() }).await.map_err(status)?.into_inner();
-    let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} items  {per_sec}  ETA {eta}  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let mut last = None;
+    let bar = progress_bar(0);
+    let mut last: Option<v1::Job> = None;
+    let mut warned = false;
     while let Some(j) = stream.next().await {
         let j = j.map_err(status)?;
         let p = j.progress.unwrap_or_default();
         bar.set_length(p.total);
         bar.set_position(p.done + p.rejected + p.dead + p.cancelled);
-        bar.set_message(state_name(j.state).to_string());
+        match no_worker_warning(&j) {
+            Some(w) => {
+                bar.set_message(format!("{}, no live worker", state_name(j.state)));
+                if !warned {
+                    bar.suspend(|| warn(&w));
+                    warned = true;
+                }
+            }
+            None => bar.set_message(state_name(j.state).to_string()),
+        }
         last = Some(j);
     }
     bar.finish_and_clear();
     let j = last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch without a word"))?;
-    eprintln!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j));
+    note(format!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j)));
     Ok(())
 }
 
@@ -111,6 +190,6 @@ pub async fn watch_cmd(args: WatchArgs) -> anyhow::Result<()> {
 pub async fn cancel_cmd(args: CancelArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.addr).await?;
     let j = client.jobs.cancel_job(v1::CancelJobRequest { job_id: args.job }).await.map_err(status)?.into_inner();
-    eprintln!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j));
+    note(format!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j)));
     Ok(())
 }

@@ -1,5 +1,10 @@
-//! `verdict label`: the embedded mode. Items from a JSONL file, the engine in this process,
-//! verdicts appended to a JSONL file; resumable, and interruptible between batches.
+//! `verdict label`: the embedded mode. Items from a JSONL or Parquet file, the engine in this
+//! process, verdicts appended to the output; resumable, and interruptible between batches.
+//!
+//! Every line is checked before anything is labeled: the tokenizer and chat template load in
+//! a moment, before the weights, so prompts too long for the judge are found in the same
+//! up-front scan as malformed lines. Without `--skip-invalid`, one bad line means nothing is
+//! written at all.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,21 +13,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use verdict_core::{Aggregation, ContentKey, VerdictRecord};
-use verdict_engine::{device, EngineError, EngineOptions, Judge};
+use verdict_core::{ContentKey, Item, LabelSpec, VerdictRecord};
+use verdict_engine::{device, DigestCache, EngineError, EngineOptions, Judge, Prompter};
 
-use crate::input::{read_dataset, Rejected};
+use crate::input::{no_items, refuse_bad_lines, rejects_path, Parsed, Reader, Rejected};
+use crate::model_cmd::{cache_dir, default_tiny_model};
+use crate::output::{Existing, JsonlWriter, Output};
+use crate::say::{note, progress_bar};
 use crate::spec_args::SpecArgs;
-use crate::model_cmd::default_tiny_model;
-use crate::output::{scan_existing, JsonlWriter};
 
 #[derive(Args)]
 pub struct LabelArgs {
     /// Input JSONL or Parquet (.parquet): {prompt, chosen, rejected}, {prompt, responses} or {messages, responses}, each with an optional id.
     input: PathBuf,
-    /// Output JSONL, one verdict per item. An existing file is resumed: items already in it are skipped.
+    /// Output: JSONL, or Parquet by the .parquet extension. An existing output is resumed: items already in it are skipped.
     #[arg(short, long)]
     output: PathBuf,
     /// Judge model folder (Hugging Face layout). Without it, a tiny random model is made and used: its verdicts are noise.
@@ -30,8 +34,8 @@ pub struct LabelArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     spec: SpecArgs,
-    /// Meta reward model folder (a *ForSequenceClassification checkpoint); switches aggregation to meta-RM voting.
-    #[arg(long)]
+    /// Meta reward model folder (a *ForSequenceClassification checkpoint); makes meta-RM voting the default aggregation.
+    #[arg(long, env = "VERDICT_META_RM")]
     meta_rm: Option<PathBuf>,
     /// Most sequences decoded together: a number, or auto (from free GPU memory on CUDA; 32 on the CPU).
     #[arg(long, default_value = "auto", value_parser = crate::spec_args::parse_batch)]
@@ -47,100 +51,133 @@ pub struct LabelArgs {
     rejects: Option<PathBuf>,
 }
 
-fn rejects_path(args: &LabelArgs) -> PathBuf {
-    args.rejects.clone().unwrap_or_else(|| {
-        let mut name = args.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(".rejects.jsonl");
-        args.output.with_file_name(name)
-    })
+/// What the up-front scan found.
+struct Scan {
+    /// Items to label, with their line numbers.
+    todo: Vec<(usize, Item)>,
+    rejected: Vec<Rejected>,
+    resumed: usize,
+    duplicates: usize,
 }
 
-fn rejected_record(r: &Rejected) -> serde_json::Value {
-    json!({"line": r.line, "id": r.id, "field": r.field, "error": r.error, "input": r.input})
+/// Read every line, check it against the judge (shape, length, resume), and sort it.
+fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Existing, output: &Output) -> anyhow::Result<Scan> {
+    let mut reader = Reader::open(&args.input)?;
+    let (mut todo, mut rejected, mut resumed) = (Vec::new(), Vec::new(), 0);
+    for parsed in reader.by_ref() {
+        let (line, item, text) = match parsed? {
+            Parsed::Rejected(r) => {
+                rejected.push(r);
+                continue;
+            }
+            Parsed::Item { line, item, text } => (line, item, text),
+        };
+        if let Some(done) = existing.done.get(&item.id) {
+            if done.key == ContentKey::of(&item, spec, prompter.fingerprints()).hex() {
+                resumed += 1;
+                continue;
+            }
+            let why = if !done.fingerprint.is_empty() && done.fingerprint != prompter.fingerprints().judge {
+                format!("judged by other weights (fingerprint {}; this judge's is {})", done.fingerprint, prompter.fingerprints().judge)
+            } else {
+                "under other settings or content".to_string()
+            };
+            bail!("{} already holds a verdict for id {} (line {line}) {why}; write to a new output file", output.path.display(), item.id);
+        }
+        match prompter.prepare(item, spec) {
+            Ok(p) => todo.push((line, p.item)),
+            Err(EngineError::Item { id, error }) => rejected.push(Rejected::of_item(line, &id, &error, text)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if reader.non_blank == 0 {
+        return Err(no_items(&args.input));
+    }
+    Ok(Scan { todo, rejected, resumed, duplicates: reader.duplicates })
+}
+
+/// Running totals for the closing summary.
+#[derive(Default)]
+struct Totals {
+    done: usize,
+    samples: usize,
+    valid: usize,
+    forced: usize,
+    prompt_tokens: usize,
+    generated_tokens: usize,
+    agree: usize,
+    compared: usize,
+}
+
+impl Totals {
+    fn add(&mut self, records: &[VerdictRecord]) {
+        for r in records {
+            self.samples += r.samples.len();
+            self.valid += r.verdict.valid as usize;
+            self.forced += r.samples.iter().filter(|s| s.status == verdict_core::ParseStatus::Forced).count();
+            self.prompt_tokens += r.samples.iter().map(|s| s.prompt_tokens as usize).sum::<usize>();
+            self.generated_tokens += r.samples.iter().map(|s| s.completion_tokens as usize).sum::<usize>();
+            if let Some(a) = r.agrees_with_reference {
+                self.compared += 1;
+                self.agree += a as usize;
+            }
+        }
+        self.done += records.len();
+    }
 }
 
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dataset = read_dataset(&args.input)?;
-    let mut rejected = dataset.rejected;
-    if !rejected.is_empty() && !args.skip_invalid {
-        for r in rejected.iter().take(20) {
-            eprintln!("error: {}: {r}", args.input.display());
-        }
-        if rejected.len() > 20 {
-            eprintln!("... and {} more bad lines", rejected.len() - 20);
-        }
-        bail!("{} bad line(s) in {}; fix them, or pass --skip-invalid to write them to a rejects file and label the rest", rejected.len(), args.input.display());
-    }
-
     let model_dir = match &args.model {
         Some(m) => m.clone(),
         None => {
             let dir = default_tiny_model()?;
-            eprintln!(
+            note(format!(
                 "note: no --model given, so this run uses a tiny RANDOM-weight model ({}).\n      Its verdicts are noise: they show the pipeline works, not which response is better.\n      Point --model at a real judge folder (e.g. Qwen2.5-7B-Instruct or DeepSeek-GRM) for real labels.",
                 dir.display()
-            );
+            ));
             dir
         }
     };
-    let (device, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device, dtype };
-    let judge = Judge::load(&model_dir, args.meta_rm.as_deref(), options)
-        .with_context(|| format!("loading the judge from {}", model_dir.display()))?;
+    let digest_cache = DigestCache::at(cache_dir().join("fingerprints.json"));
+    let prompter = Prompter::open(&model_dir, args.meta_rm.as_deref(), &digest_cache)
+        .with_context(|| format!("opening the judge in {}", model_dir.display()))?;
+    let spec = args.spec.spec(prompter.name(), args.meta_rm.is_some())?;
+    prompter.check_spec(&spec)?;
 
-    let mut spec = args.spec.spec(judge.identity());
-    if args.meta_rm.is_some() {
-        spec.aggregation = Aggregation::MetaRm { k_meta: args.spec.k_meta };
-        spec.meta_rm = judge.meta_identity().map(str::to_string);
-    }
-    spec.validate().context("invalid label settings")?;
-
-    let existing = scan_existing(&args.output)?;
+    let output = Output::new(&args.output);
+    let existing = output.existing()?;
     if existing.truncated_bytes > 0 {
-        eprintln!("note: cut a partial last line ({} bytes) from {} left by an interrupted run", existing.truncated_bytes, args.output.display());
+        note(format!("note: cut a partial last line ({} bytes) from {} left by an interrupted run", existing.truncated_bytes, output.journal.display()));
     }
-    let mut todo = Vec::new();
-    let mut resumed = 0;
-    for (line, item) in dataset.items {
-        match existing.done.get(&item.id) {
-            Some(key) if *key == ContentKey::of(&item, &spec).hex() => resumed += 1,
-            Some(_) => bail!(
-                "{} already holds a verdict for id {} (line {line}) under other settings or content; write to a new output file",
-                args.output.display(),
-                item.id
-            ),
-            None => todo.push((line, item)),
-        }
+    let Scan { todo, mut rejected, resumed, duplicates } = scan(&args, &prompter, &spec, &existing, &output)?;
+    if !args.skip_invalid {
+        refuse_bad_lines(&args.input, &rejected, "write them to a rejects file and label the rest")?;
     }
+    drop(existing);
+
+    let (device, dtype) = device::pick(&args.device)?;
+    let options = EngineOptions { max_batch: args.batch, device, dtype, digest_cache };
+    let judge = Judge::with_weights(prompter, options).with_context(|| format!("loading the judge's weights from {}", model_dir.display()))?;
 
     let interrupted = Arc::new(AtomicUsize::new(0));
     {
         let flag = interrupted.clone();
         ctrlc::set_handler(move || {
             if flag.fetch_add(1, Ordering::SeqCst) > 0 {
-                eprintln!("\ninterrupted again: stopping now; re-run the same command to resume");
+                note("\ninterrupted again: stopping now; re-run the same command to resume");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing the batch in flight, then stopping (Ctrl-C again to stop at once)");
+            note("\ninterrupted: finishing the batch in flight, then stopping (Ctrl-C again to stop at once)");
         })
         .context("installing the Ctrl-C handler")?;
     }
 
-    let mut writer = JsonlWriter::append(&args.output)?;
-    let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} items  {per_sec}  ETA {eta}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let mut writer = output.writer()?;
+    let bar = progress_bar(todo.len() as u64);
     let rows = judge.batch_limit(crate::spec_args::PLANNING_PROMPT_TOKENS, spec.max_new_tokens as usize);
     let items_per_batch = (rows / spec.k.max(1) as usize).max(1);
-    let mut done = 0usize;
-    let mut samples = (0usize, 0usize, 0usize); // (total, valid, forced)
-    let mut tokens = (0usize, 0usize); // (prompt, generated)
-    let mut reference = (0usize, 0usize); // (agree, compared)
-    let mut rejects_file: Vec<serde_json::Value> = rejected.iter().map(rejected_record).collect();
-
+    let mut totals = Totals::default();
     let mut queue = todo.into_iter().peekable();
     while queue.peek().is_some() {
         if interrupted.load(Ordering::SeqCst) > 0 {
@@ -148,75 +185,66 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         }
         let mut batch = Vec::with_capacity(items_per_batch);
         while batch.len() < items_per_batch {
-            let Some((line, item)) = queue.next() else { break };
-            let id = item.id.clone();
-            match judge.prepare(item, &spec) {
-                Ok(p) => batch.push(p),
-                Err(EngineError::Item { error, .. }) => {
-                    let r = Rejected { line, id: Some(id), error: error.to_string(), field: error.field.clone(), input: String::new() };
-                    if !args.skip_invalid {
-                        bail!("{}: {r}", args.input.display());
-                    }
-                    rejects_file.push(rejected_record(&r));
-                    rejected.push(r);
-                    bar.inc(1);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if batch.is_empty() {
-            continue;
+            let Some((_, item)) = queue.next() else { break };
+            // Checked in the scan; preparing again is tokenizing again, cheaper than holding
+            // every prompt's tokens for the whole run.
+            batch.push(judge.prepare(item, &spec)?);
         }
         let records: Vec<VerdictRecord> = judge.judge(&batch, &spec)?;
         writer.write_batch(&records)?;
-        for r in &records {
-            samples.0 += r.samples.len();
-            samples.1 += r.verdict.valid as usize;
-            samples.2 += r.samples.iter().filter(|s| s.status == verdict_core::ParseStatus::Forced).count();
-            tokens.0 += r.samples.iter().map(|s| s.prompt_tokens as usize).sum::<usize>();
-            tokens.1 += r.samples.iter().map(|s| s.completion_tokens as usize).sum::<usize>();
-            if let Some(a) = r.agrees_with_reference {
-                reference.1 += 1;
-                reference.0 += a as usize;
-            }
-        }
-        done += records.len();
+        totals.add(&records);
         bar.inc(records.len() as u64);
-        bar.set_message(format!("{:.0}% samples valid", 100.0 * samples.1 as f64 / samples.0.max(1) as f64));
+        bar.set_message(format!("{:.0}% samples valid", 100.0 * totals.valid as f64 / totals.samples.max(1) as f64));
     }
     bar.finish_and_clear();
-
-    if !rejects_file.is_empty() {
-        let path = rejects_path(&args);
-        let mut w = JsonlWriter::append(&path)?;
-        w.write_batch(&rejects_file)?;
-        eprintln!("{} rejected line(s) written to {}", rejects_file.len(), path.display());
+    let stopped = interrupted.load(Ordering::SeqCst) > 0;
+    if !stopped {
+        output.finish()?;
     }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "labeled {done} item(s) in {secs:.1}s ({:.2} items/s); {resumed} already in {}; {} duplicate line(s); {} rejected",
-        done as f64 / secs.max(1e-9),
-        args.output.display(),
-        dataset.duplicates,
-        rejected.len()
-    );
-    if samples.0 > 0 {
-        eprintln!(
-            "samples: {} total, {} valid ({} forced at the token budget); {} prompt + {} generated tokens ({:.0} generated tokens/s)",
-            samples.0,
-            samples.1,
-            samples.2,
-            tokens.0,
-            tokens.1,
-            tokens.1 as f64 / secs.max(1e-9)
-        );
-    }
-    if reference.1 > 0 {
-        eprintln!("agreement with the dataset's chosen response: {}/{}", reference.0, reference.1);
-    }
-    if interrupted.load(Ordering::SeqCst) > 0 {
-        eprintln!("stopped early; re-run the same command to resume");
+    write_rejects(&args, &mut rejected)?;
+    summarize(&args, &totals, started, resumed, duplicates, rejected.len());
+    if stopped {
+        note(format!(
+            "stopped early; re-run the same command to resume{}",
+            if output.journal != output.path { format!(" (the Parquet file is written once every item is in; until then records are in {})", output.journal.display()) } else { String::new() }
+        ));
         std::process::exit(130);
     }
     Ok(())
+}
+
+fn write_rejects(args: &LabelArgs, rejected: &mut [Rejected]) -> anyhow::Result<()> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    rejected.sort_by_key(|r| r.line);
+    let path = rejects_path(&args.output, args.rejects.as_ref());
+    let records: Vec<serde_json::Value> = rejected.iter().map(Rejected::record).collect();
+    JsonlWriter::append(&path)?.write_batch(&records)?;
+    note(format!("{} rejected line(s) written to {}", records.len(), path.display()));
+    Ok(())
+}
+
+fn summarize(args: &LabelArgs, t: &Totals, started: Instant, resumed: usize, duplicates: usize, rejected: usize) {
+    let secs = started.elapsed().as_secs_f64();
+    note(format!(
+        "labeled {} item(s) in {secs:.1}s ({:.2} items/s); {resumed} already in {}; {duplicates} duplicate line(s); {rejected} rejected",
+        t.done,
+        t.done as f64 / secs.max(1e-9),
+        args.output.display(),
+    ));
+    if t.samples > 0 {
+        note(format!(
+            "samples: {} total, {} valid ({} forced at the token budget); {} prompt + {} generated tokens ({:.0} generated tokens/s)",
+            t.samples,
+            t.valid,
+            t.forced,
+            t.prompt_tokens,
+            t.generated_tokens,
+            t.generated_tokens as f64 / secs.max(1e-9)
+        ));
+    }
+    if t.compared > 0 {
+        note(format!("agreement with the dataset's chosen response: {}/{}", t.agree, t.compared));
+    }
 }

@@ -13,10 +13,15 @@ mod label;
 mod model_cmd;
 mod output;
 mod query;
+mod say;
+mod schemas;
 mod serve;
+mod sink;
 mod spec_args;
 mod submit;
 mod tabular;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
@@ -61,25 +66,41 @@ fn init_logging(format: &str, default_level: &str) {
     if format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
     let services = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_));
-    init_logging(&cli.log_format, if services { "info" } else { "warn" });
+    say::set_json(cli.log_format == "json");
+    // Client commands log their notes at info level in JSON mode, so that level is on.
+    init_logging(&cli.log_format, if services || say::json() { "info" } else { "warn" });
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    match cli.command {
+    let result = match cli.command {
         Command::Label(args) => label::run(args),
         Command::Model(cmd) => model_cmd::run(cmd),
-        Command::Coordinator(args) => runtime()?.block_on(serve::coordinator(args)),
-        Command::Worker(args) => runtime()?.block_on(serve::worker(args)),
-        Command::Submit(args) => runtime()?.block_on(submit::run(args)),
-        Command::Status(args) => runtime()?.block_on(jobs_cmd::status_cmd(args)),
-        Command::Watch(args) => runtime()?.block_on(jobs_cmd::watch_cmd(args)),
-        Command::Cancel(args) => runtime()?.block_on(jobs_cmd::cancel_cmd(args)),
-        Command::Query(args) => runtime()?.block_on(query::query_cmd(args)),
-        Command::Export(args) => runtime()?.block_on(query::export_cmd(args)),
+        Command::Coordinator(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(serve::coordinator(args))),
+        Command::Worker(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(serve::worker(args))),
+        Command::Submit(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(submit::run(args))),
+        Command::Status(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::status_cmd(args))),
+        Command::Watch(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::watch_cmd(args))),
+        Command::Cancel(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::cancel_cmd(args))),
+        Command::Query(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::query_cmd(args))),
+        Command::Export(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::export_cmd(args))),
+    };
+    match result {
+        Ok(()) => {}
+        // The reader of our stdout went away (`| head`): what it wanted, it got.
+        Err(e) if say::is_broken_pipe(&e) => std::process::exit(0),
+        Err(e) => {
+            if say::json() {
+                tracing::error!(target: "verdict", "{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::exit(1);
+        }
     }
 }

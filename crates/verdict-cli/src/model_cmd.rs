@@ -76,12 +76,12 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Init(args) => {
             let dir = init_model(&args)?;
-            eprintln!(
+            crate::say::note(format!(
                 "wrote a random-weight {} ({:?}) to {}: its verdicts are random, use it to test the machinery only",
                 args.arch.model_type(),
                 args.size,
                 dir.display()
-            );
+            ));
             Ok(())
         }
         ModelCommand::Bench(args) => crate::bench_cmd::run(&args),
@@ -101,13 +101,17 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The tiny model `verdict label` uses when no `--model` is given, made once and cached.
-pub fn default_tiny_model() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("VERDICT_CACHE")
+/// Verdict's cache: `$VERDICT_CACHE`, else `~/.cache/verdict`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VERDICT_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("verdict")))
-        .unwrap_or_else(|| PathBuf::from(".verdict-cache"));
-    let dir = base.join("models").join("tiny-qwen2-random");
+        .unwrap_or_else(|| PathBuf::from(".verdict-cache"))
+}
+
+/// The tiny model `verdict label` uses when no `--model` is given, made once and cached.
+pub fn default_tiny_model() -> anyhow::Result<PathBuf> {
+    let dir = cache_dir().join("models").join("tiny-qwen2-random");
     if !dir.join("model.safetensors").is_file() {
         let args = InitArgs { arch: Arch::Qwen2, size: Size::Tiny, out: dir.clone(), seed: 0, meta_rm: false, bf16: None, shards: 1 };
         init_model(&args)?;

@@ -1,22 +1,33 @@
-//! The verdicts file: one JSON record per line, appended and flushed per batch so that an
-//! interrupted run leaves a valid file and a re-run resumes where it stopped.
+//! The verdicts file of `verdict label`: one JSON record per line, appended and flushed per
+//! batch so that an interrupted run leaves a valid file and a re-run resumes where it
+//! stopped. A `.parquet` output cannot be appended to, so its records go to a JSONL journal
+//! beside it (`OUTPUT.journal.jsonl`) and become the Parquet file once every item is in;
+//! re-running against a finished Parquet output unpacks it into a journal again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
 
-/// What an existing output file already holds: id → content key.
+use crate::sink::{is_parquet, RowKind, RowSink};
+
+/// A verdict already in the output.
+pub struct Done {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// What an existing output already holds, by item id.
 pub struct Existing {
-    pub done: HashMap<String, String>,
+    pub done: HashMap<String, Done>,
     /// A partial last line (from a killed run) that was cut off.
     pub truncated_bytes: u64,
 }
 
-/// Scan an existing output, cutting off a partial last line so appends stay valid JSONL.
+/// Scan an existing JSONL file, cutting off a partial last line so appends stay valid.
 pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
     let mut done = HashMap::new();
     if !path.exists() {
@@ -40,10 +51,12 @@ pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
         struct Head {
             id: String,
             key: String,
+            #[serde(default)]
+            fingerprint: String,
         }
         match serde_json::from_str::<Head>(buf.trim_end()) {
             Ok(h) if complete => {
-                done.insert(h.id, h.key);
+                done.insert(h.id, Done { key: h.key, fingerprint: h.fingerprint });
                 good_end += n as u64;
             }
             // Only the last line may be partial: anything else means this is not our file.
@@ -86,6 +99,72 @@ impl JsonlWriter {
         }
         self.file.write_all(&buf)?;
         self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// The output of one `label` run: where records are appended, and what the user gets.
+pub struct Output {
+    pub path: PathBuf,
+    /// Where records are appended: the output itself, or a Parquet output's journal.
+    pub journal: PathBuf,
+}
+
+impl Output {
+    pub fn new(path: &Path) -> Self {
+        let journal = if is_parquet(path) {
+            let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            name.push(".journal.jsonl");
+            path.with_file_name(name)
+        } else {
+            path.to_path_buf()
+        };
+        Self { path: path.to_path_buf(), journal }
+    }
+
+    fn parquet(&self) -> bool {
+        self.journal != self.path
+    }
+
+    /// What the output already holds. A finished Parquet output is unpacked into a journal
+    /// first, so the run can add to it.
+    pub fn existing(&self) -> anyhow::Result<Existing> {
+        if self.parquet() && !self.journal.exists() && self.path.exists() {
+            let mut w = JsonlWriter::append(&self.journal)?;
+            let mut batch = Vec::new();
+            for row in crate::tabular::parquet_rows(&self.path)? {
+                let row: serde_json::Value = serde_json::from_str(&row?)?;
+                batch.push(crate::schemas::verdict_from_row(row));
+                if batch.len() >= 1024 {
+                    w.write_batch(&batch)?;
+                    batch.clear();
+                }
+            }
+            w.write_batch(&batch)?;
+        }
+        scan_existing(&self.journal)
+    }
+
+    pub fn writer(&self) -> anyhow::Result<JsonlWriter> {
+        JsonlWriter::append(&self.journal)
+    }
+
+    /// Every item is in: a Parquet output is written from its journal, which then goes.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        if !self.parquet() {
+            return Ok(());
+        }
+        let mut sink = RowSink::open(Some(&self.path), RowKind::Verdicts)?;
+        if self.journal.exists() {
+            let file = File::open(&self.journal).with_context(|| format!("cannot read {}", self.journal.display()))?;
+            for line in BufReader::new(file).lines() {
+                sink.write(serde_json::from_str(&line?)?)?;
+            }
+        }
+        sink.finish()?;
+        if self.journal.exists() {
+            std::fs::remove_file(&self.journal).with_context(|| format!("cannot remove {}", self.journal.display()))?;
+        }
         Ok(())
     }
 }

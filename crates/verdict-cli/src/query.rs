@@ -1,19 +1,19 @@
-//! `verdict query` and `verdict export`: stored verdicts out, as JSONL (stdout or file) or
-//! Parquet (by the `.parquet` extension).
+//! `verdict query` and `verdict export`: stored verdicts out, streamed to stdout or to a
+//! file (JSONL, or Parquet by the `.parquet` extension; see [`crate::sink`]).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use tokio_stream::StreamExt;
-use verdict_core::export::prompt_messages;
-use verdict_core::Prompt;
+use verdict_core::export::PromptForm;
 use verdict_proto::convert::record_from_wire;
 use verdict_proto::v1;
 
 use crate::client::{connect, status, CoordinatorAddr};
+use crate::say::{note, out};
+use crate::sink::{RowKind, RowSink};
 
 #[derive(Args)]
 pub struct QueryArgs {
@@ -22,7 +22,7 @@ pub struct QueryArgs {
     /// Only verdicts whose winner is this response index.
     #[arg(long)]
     winner: Option<u32>,
-    /// Only verdicts with at least this margin.
+    /// Only verdicts whose winner leads the runner-up by at least this.
     #[arg(long)]
     min_margin: Option<u32>,
     /// Only ties (--ties true) or only decided items (--ties false).
@@ -34,10 +34,16 @@ pub struct QueryArgs {
     /// Leave the samples out.
     #[arg(long)]
     without_samples: bool,
-    /// Most verdicts.
+    /// Most verdicts (one page); the next page starts with --after and the id printed last.
     #[arg(long)]
     limit: Option<u64>,
-    /// Output file (.jsonl or .parquet); stdout when absent.
+    /// Start after this item id (paging, in item-id order).
+    #[arg(long)]
+    after: Option<String>,
+    /// Print whole records as JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Output file (.jsonl or .parquet) for the whole records.
     #[arg(short, long)]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -51,9 +57,15 @@ pub struct ExportArgs {
     /// verdicts (whole records), dpo (prompt, chosen, rejected, margin: TRL's DPO columns) or rewards (one row per response).
     #[arg(long, default_value = "dpo", value_parser = ["verdicts", "dpo", "rewards"])]
     format: String,
-    /// dpo: leave out items whose winner leads by less than this.
+    /// dpo: leave out pairs whose margin (chosen's summed score minus rejected's) is smaller.
     #[arg(long, default_value_t = 0)]
     min_margin: u32,
+    /// dpo and rewards: TRL's standard form (strings) or conversational form (messages); auto is standard unless some prompt is a conversation.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "standard", "conversational"])]
+    form: String,
+    /// Export a job that is not done yet: what is stored now, without the items still missing.
+    #[arg(long)]
+    partial: bool,
     /// Output file: .parquet for Parquet, anything else for JSONL.
     #[arg(short, long)]
     output: PathBuf,
@@ -61,58 +73,11 @@ pub struct ExportArgs {
     addr: CoordinatorAddr,
 }
 
-fn is_parquet(p: &std::path::Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
-}
-
-/// Parquet wants one type per column: when any prompt is a conversation, every prompt is
-/// written as messages, and chosen/rejected as one assistant message (TRL's conversational
-/// format); otherwise all stay strings.
-fn uniform_prompts(rows: &mut [Value]) {
-    let conversational = rows.iter().any(|r| r.get("prompt").is_some_and(Value::is_array));
-    if !conversational {
-        return;
-    }
-    for r in rows.iter_mut() {
-        let Some(obj) = r.as_object_mut() else { continue };
-        if let Some(Value::String(p)) = obj.get("prompt") {
-            let msgs = prompt_messages(&Prompt::Text(p.clone()));
-            obj.insert("prompt".into(), serde_json::to_value(msgs).unwrap_or(Value::Null));
-        }
-        for k in ["chosen", "rejected", "response"] {
-            if let Some(Value::String(t)) = obj.get(k) {
-                let v = serde_json::json!([{"role": "assistant", "content": t}]);
-                obj.insert(k.into(), v);
-            }
-        }
-    }
-}
-
-fn write_rows(output: Option<&std::path::Path>, mut rows: Vec<Value>) -> anyhow::Result<usize> {
-    let n = rows.len();
-    match output {
-        Some(p) if is_parquet(p) => {
-            uniform_prompts(&mut rows);
-            crate::tabular::write_parquet(p, &rows)?;
-        }
-        Some(p) => {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?);
-            for r in &rows {
-                serde_json::to_writer(&mut f, r)?;
-                f.write_all(b"\n")?;
-            }
-            f.flush()?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            for r in &rows {
-                serde_json::to_writer(&mut out, r)?;
-                out.write_all(b"\n")?;
-            }
-        }
-    }
-    Ok(n)
+fn table_row(r: &verdict_core::VerdictRecord) -> String {
+    let v = &r.verdict;
+    let winner = v.winner.map(|w| w.to_string()).unwrap_or_else(|| "-".into());
+    let summed: Vec<String> = v.summed.iter().map(u32::to_string).collect();
+    format!("{:<24}  {:>6}  {:>6}  {:>5}  {:>5}  {:>9.2}  {}", r.id, winner, v.margin, if v.tie { "yes" } else { "no" }, v.valid, v.agreement, summed.join(","))
 }
 
 pub async fn query_cmd(args: QueryArgs) -> anyhow::Result<()> {
@@ -125,18 +90,41 @@ pub async fn query_cmd(args: QueryArgs) -> anyhow::Result<()> {
         min_agreement: args.min_agreement,
         without_samples: args.without_samples,
         limit: args.limit.unwrap_or(0),
-        after_item_id: String::new(),
+        after_item_id: args.after.clone().unwrap_or_default(),
     };
     let mut stream = client.verdicts.query_verdicts(req).await.map_err(status)?.into_inner();
-    let mut rows = Vec::new();
-    while let Some(r) = stream.next().await {
-        let r = r.map_err(status)?;
-        let record = record_from_wire(&r).map_err(|e| anyhow::anyhow!("the coordinator sent a bad record: {e}"))?;
-        rows.push(serde_json::to_value(&record)?);
+    let table = args.output.is_none() && !args.json;
+    let mut sink = if table { None } else { Some(RowSink::open(args.output.as_deref(), RowKind::Verdicts)?) };
+    if table {
+        out(format!("{:<24}  {:>6}  {:>6}  {:>5}  {:>5}  {:>9}  summed", "id", "winner", "margin", "tie", "valid", "agreement"))?;
     }
-    let n = write_rows(args.output.as_deref(), rows)?;
-    eprintln!("{n} verdict(s)");
+    let (mut n, mut last) = (0u64, None);
+    while let Some(r) = stream.next().await {
+        let record = record_from_wire(&r.map_err(status)?).map_err(|e| anyhow::anyhow!("the coordinator sent a bad record: {e}"))?;
+        match &mut sink {
+            Some(s) => s.write(serde_json::to_value(&record)?)?,
+            None => out(table_row(&record))?,
+        }
+        n += 1;
+        last = Some(record.id);
+    }
+    if let Some(s) = sink {
+        s.finish()?;
+    }
+    note(format!("{n} verdict(s)"));
+    if let (Some(limit), Some(last)) = (args.limit, last) {
+        if n == limit {
+            note(format!("more may follow: --after {last}"));
+        }
+    }
     Ok(())
+}
+
+fn form_of(w: i32) -> PromptForm {
+    match v1::PromptForm::try_from(w).unwrap_or_default() {
+        v1::PromptForm::Conversational => PromptForm::Conversational,
+        _ => PromptForm::Standard,
+    }
 }
 
 pub async fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
@@ -146,17 +134,39 @@ pub async fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
         "rewards" => v1::ExportFormat::Rewards,
         _ => v1::ExportFormat::Dpo,
     };
-    let req = v1::ExportJobRequest { job_id: args.job.clone(), format: format as i32, min_margin: args.min_margin };
+    let form = match args.form.as_str() {
+        "standard" => v1::PromptForm::Standard,
+        "conversational" => v1::PromptForm::Conversational,
+        _ => v1::PromptForm::Auto,
+    };
+    let req = v1::ExportJobRequest { job_id: args.job.clone(), format: format as i32, min_margin: args.min_margin, form: form as i32, partial: args.partial };
     let mut stream = client.verdicts.export_job(req).await.map_err(status)?.into_inner();
-    let mut rows = Vec::new();
+    let kind = |f: PromptForm| match format {
+        v1::ExportFormat::Dpo => RowKind::Dpo(f),
+        v1::ExportFormat::Rewards => RowKind::Rewards(f),
+        _ => RowKind::Verdicts,
+    };
+    // The rows say which form the coordinator chose; the file's schema follows the first.
+    let mut sink: Option<RowSink> = None;
     while let Some(r) = stream.next().await {
         let r = r.map_err(status)?;
-        rows.push(serde_json::from_str::<Value>(&r.json).context("the coordinator sent a row that is not JSON")?);
+        let row: Value = serde_json::from_str(&r.json).context("the coordinator sent a row that is not JSON")?;
+        if sink.is_none() {
+            sink = Some(RowSink::open(Some(&args.output), kind(form_of(r.form)))?);
+        }
+        if let Some(s) = sink.as_mut() {
+            s.write(row)?;
+        }
     }
-    if rows.is_empty() {
-        eprintln!("no rows to export (no decided verdicts yet?)");
-    }
-    let n = if rows.is_empty() && is_parquet(&args.output) { 0 } else { write_rows(Some(&args.output), rows)? };
-    eprintln!("wrote {n} {} row(s) to {}", args.format, args.output.display());
+    let sink = match sink {
+        Some(s) => s,
+        None => {
+            note(format!("no {} rows to export (no decided verdicts?)", args.format));
+            let f = if form == v1::PromptForm::Conversational { PromptForm::Conversational } else { PromptForm::Standard };
+            RowSink::open(Some(&args.output), kind(f))?
+        }
+    };
+    let n = sink.finish()?;
+    note(format!("wrote {n} {} row(s) to {}", args.format, args.output.display()));
     Ok(())
 }

@@ -9,16 +9,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use verdict_coordinator::CoordinatorConfig;
-use verdict_engine::{device, EngineOptions, Judge};
+use verdict_engine::{device, DigestCache, EngineOptions, Judge};
 use verdict_queue::QueueConfig;
 use verdict_worker::WorkerConfig;
 
 use crate::client::CoordinatorAddr;
+use crate::model_cmd::cache_dir;
+use crate::say::note;
 
 #[derive(Args, Clone, Debug)]
 pub struct QueueArgs {
     /// Redis URL of the queue.
-    #[arg(long, env = "VERDICT_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(long, env = "VERDICT_REDIS_URL", default_value = "redis://127.0.0.1:6379/", hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of the queue's Redis keys (one Redis can host several Verdict installations).
     #[arg(long, env = "VERDICT_QUEUE_PREFIX", default_value = "verdict")]
@@ -51,7 +53,7 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "VERDICT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Postgres URL of the store.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     #[command(flatten)]
     queue: QueueArgs,
@@ -64,6 +66,12 @@ pub struct CoordinatorArgs {
     /// Seconds in-flight requests may run after a shutdown signal.
     #[arg(long, env = "VERDICT_DRAIN_TIMEOUT", default_value_t = 30)]
     drain_timeout: u64,
+    /// Most samples per item a job may ask for.
+    #[arg(long, env = "VERDICT_MAX_K", default_value_t = 64)]
+    max_k: u32,
+    /// Seconds an open job may go without new items before it is sealed (a submission that broke off).
+    #[arg(long, env = "VERDICT_OPEN_JOB_TIMEOUT", default_value_t = 900)]
+    open_job_timeout: u64,
 }
 
 #[derive(Args)]
@@ -125,13 +133,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     cfg.db_connections = args.db_connections;
     cfg.requeue_after = Duration::from_secs(args.requeue_after);
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
+    cfg.spec_limits = verdict_core::SpecLimits { max_k: args.max_k };
+    cfg.open_job_timeout = Duration::from_secs(args.open_job_timeout);
     let running = verdict_coordinator::run(cfg, shutdown_signal()).await.context("starting the coordinator")?;
-    eprintln!("coordinator listening on {}", running.addr);
+    note(format!("coordinator listening on {}", running.addr));
     if let Some(m) = running.metrics_addr {
-        eprintln!("metrics on http://{m}/metrics");
+        note(format!("metrics on http://{m}/metrics"));
     }
     running.wait().await?;
-    eprintln!("coordinator stopped");
+    note("coordinator stopped");
     Ok(())
 }
 
@@ -153,7 +163,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
     let (dev, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device: dev, dtype };
+    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: DigestCache::at(cache_dir().join("fingerprints.json")) };
     let (model, meta) = (args.model.clone(), args.meta_rm.clone());
     let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
         .await?
@@ -171,8 +181,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.device = args.device.clone();
     cfg.metrics_listen = args.metrics_listen;
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
-    eprintln!("worker {} serving judge {judge_name} on {}", cfg.worker_id, args.device);
+    cfg.fingerprints = judge.fingerprints().clone();
+    cfg.context_length = judge.config().max_position_embeddings as u32;
+    note(format!("worker {} serving judge {judge_name} (weights {}) on {}", cfg.worker_id, judge.fingerprints().short(), args.device));
     let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;
-    eprintln!("worker stopped: {} item(s) reported, {} released", stats.items_reported, stats.released);
+    note(format!("worker stopped: {} item(s) reported, {} released", stats.items_reported, stats.released));
     Ok(())
 }

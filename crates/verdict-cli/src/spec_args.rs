@@ -1,36 +1,43 @@
-//! The label-spec flags shared by `label` and `submit`.
+//! The label-spec flags shared by `label` and `submit`, and their checks.
 
 use clap::Args;
-use verdict_core::{LabelSpec, OnBudget};
+use verdict_core::{Aggregation, LabelSpec, OnBudget, SpecLimits};
 
 #[derive(Args, Clone, Debug)]
 pub struct SpecArgs {
-    /// Samples per item.
+    /// Samples per item (at most --max-k).
     #[arg(long, default_value_t = 8)]
     pub k: u32,
-    /// Sampling temperature (0 with k = 1 is greedy).
-    #[arg(long, default_value_t = 0.5)]
+    /// Sampling temperature, ≥ 0 (0 with k = 1 is greedy).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub temperature: f32,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus sampling threshold, in (0, 1].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
-    /// Most tokens per judgement.
+    /// Most tokens per judgement (the judge's context must hold the prompt and these).
     #[arg(long, default_value_t = 512)]
     pub max_new_tokens: u32,
     /// Seed: with the same seed, judge and input, every sample is the same.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Samples kept by meta-RM voting (default k/2).
+    /// How samples become a verdict: voting, or meta-rm (keep the samples a meta reward model rates best, then vote). Default: meta-rm when a meta RM is given, else voting.
+    #[arg(long, value_parser = ["voting", "meta-rm"])]
+    pub aggregation: Option<String>,
+    /// Samples kept by meta-RM voting (default k/2); only with meta-RM voting.
     #[arg(long)]
     pub k_meta: Option<u32>,
     /// When a judgement runs out of tokens before its scores: force them (marked "forced") or count it invalid.
     #[arg(long, default_value = "force", value_parser = ["force", "invalid"])]
     pub on_budget: String,
+    /// Most samples per item a spec may ask for.
+    #[arg(long, env = "VERDICT_MAX_K", default_value_t = 64)]
+    pub max_k: u32,
 }
 
 impl SpecArgs {
-    /// A spec for `judge` with these settings (voting; meta-RM is set by the caller).
-    pub fn spec(&self, judge: &str) -> LabelSpec {
+    /// The spec for `judge`, checked. `meta_rm_given`: a meta RM was named, which makes
+    /// meta-RM voting the default aggregation.
+    pub fn spec(&self, judge: &str, meta_rm_given: bool) -> anyhow::Result<LabelSpec> {
         let mut s = LabelSpec::new(judge);
         s.k = self.k;
         s.temperature = self.temperature;
@@ -38,7 +45,18 @@ impl SpecArgs {
         s.max_new_tokens = self.max_new_tokens;
         s.seed = self.seed;
         s.on_budget = if self.on_budget == "invalid" { OnBudget::Invalid } else { OnBudget::Force };
-        s
+        let meta = match self.aggregation.as_deref() {
+            Some("meta-rm") => true,
+            Some(_) => false,
+            None => meta_rm_given,
+        };
+        if meta {
+            s.aggregation = Aggregation::MetaRm { k_meta: self.k_meta };
+        } else if self.k_meta.is_some() {
+            anyhow::bail!("--k-meta sets how many samples meta-RM voting keeps, and this run votes without a meta RM (give --meta-rm, or --aggregation meta-rm)");
+        }
+        s.validate_within(&SpecLimits { max_k: self.max_k }).map_err(|e| anyhow::anyhow!("invalid label settings: {e}"))?;
+        Ok(s)
     }
 }
 
@@ -57,3 +75,33 @@ pub fn parse_batch(s: &str) -> Result<usize, String> {
 /// Prompt length assumed when planning how many items to read per batch; the engine sizes
 /// the real batches from the real prompts.
 pub const PLANNING_PROMPT_TOKENS: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spec: SpecArgs,
+    }
+
+    fn spec(args: &[&str], meta: bool) -> anyhow::Result<LabelSpec> {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cli.spec.spec("j", meta)
+    }
+
+    #[test]
+    fn flags_are_checked_with_clear_errors() {
+        let e = spec(&["--temperature", "-1"], false).unwrap_err().to_string();
+        assert!(e.contains("temperature must be finite and ≥ 0, got -1"), "{e}");
+        assert!(spec(&["--k", "65"], false).unwrap_err().to_string().contains("k 65"));
+        assert_eq!(spec(&["--k", "65", "--max-k", "128"], false).unwrap().k, 65);
+        assert!(spec(&["--k-meta", "2"], false).unwrap_err().to_string().contains("--k-meta"));
+        assert_eq!(spec(&["--k-meta", "2"], true).unwrap().aggregation, Aggregation::MetaRm { k_meta: Some(2) });
+        assert_eq!(spec(&[], true).unwrap().aggregation, Aggregation::MetaRm { k_meta: None });
+        assert_eq!(spec(&["--aggregation", "voting"], true).unwrap().aggregation, Aggregation::Voting);
+        assert_eq!(spec(&["--aggregation", "meta-rm"], false).unwrap().aggregation, Aggregation::MetaRm { k_meta: None });
+    }
+}

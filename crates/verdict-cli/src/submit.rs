@@ -1,16 +1,23 @@
 //! `verdict submit`: create a job from a dataset, stream its items to the coordinator, and
 //! optionally wait for it with a progress bar.
+//!
+//! The file is read twice and never held: once to check every line (nothing is submitted
+//! from a file with a bad line unless `--skip-invalid`, and an empty file creates no job),
+//! then again to stream the items, in messages bounded by count and by bytes so large items
+//! never exceed what one HTTP/2 message may carry.
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
-use verdict_core::Aggregation;
+use prost::Message;
 use verdict_proto::convert::{item_to_wire, spec_to_wire};
 use verdict_proto::v1;
 
 use crate::client::{connect, status, CoordinatorAddr};
-use crate::input::read_dataset;
-use crate::jobs_cmd::watch_job;
+use crate::input::{no_items, refuse_bad_lines, Parsed, Reader, Rejected};
+use crate::jobs_cmd::{no_worker_warning, watch_job};
+use crate::say::{note, out, warn};
 use crate::spec_args::SpecArgs;
 
 #[derive(Args)]
@@ -18,16 +25,19 @@ pub struct SubmitArgs {
     /// Input JSONL or Parquet, in the same shapes as `verdict label`.
     input: PathBuf,
     /// The judge model's name: workers started with the same --judge take the items.
-    #[arg(long, env = "VERDICT_JUDGE")]
-    judge: String,
+    #[arg(long, env = "VERDICT_JUDGE", required_unless_present = "job")]
+    judge: Option<String>,
     /// A name to find the job by.
     #[arg(long, default_value = "")]
     name: String,
     #[command(flatten)]
     spec: SpecArgs,
-    /// Meta reward model name; switches aggregation to meta-RM voting.
-    #[arg(long)]
+    /// Not for submit: the meta RM is a folder the judge's workers load (`verdict worker --meta-rm DIR`); choose meta-RM voting with --aggregation meta-rm.
+    #[arg(long, hide = true)]
     meta_rm: Option<String>,
+    /// Add the items to this open job instead of creating one (to resume a submission that broke off; items already in it are skipped).
+    #[arg(long)]
+    job: Option<String>,
     /// Leave bad lines out (they are listed) instead of refusing the whole file.
     #[arg(long)]
     skip_invalid: bool,
@@ -38,49 +48,133 @@ pub struct SubmitArgs {
     addr: CoordinatorAddr,
 }
 
-const CHUNK: usize = 256;
+/// Most items per message.
+const CHUNK_ITEMS: usize = 256;
+/// Most bytes per message (encoded), well under the coordinator's 64 MiB limit.
+const CHUNK_BYTES: usize = 4 << 20;
+/// Largest single item: a message holds at least one item, and must stay under the limit.
+const MAX_ITEM_BYTES: usize = 32 << 20;
+
+/// Pass 1: every bad line, and how many items there are.
+fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
+    let mut reader = Reader::open(&args.input)?;
+    let (mut rejected, mut items) = (Vec::new(), 0usize);
+    for p in reader.by_ref() {
+        match p? {
+            Parsed::Rejected(r) => rejected.push(r),
+            Parsed::Item { line, item, text } => {
+                let bytes = item_to_wire(&item).encoded_len();
+                if bytes > MAX_ITEM_BYTES {
+                    let error = format!("the item is {:.1} MiB, more than the {} MiB one message may carry", bytes as f64 / (1 << 20) as f64, MAX_ITEM_BYTES >> 20);
+                    rejected.push(Rejected { line, id: Some(item.id), error, field: "(line)".into(), input: text });
+                } else {
+                    items += 1;
+                }
+            }
+        }
+    }
+    if reader.non_blank == 0 {
+        return Err(no_items(&args.input));
+    }
+    Ok((rejected, items))
+}
+
+/// Pass 2, on a blocking thread: read the items again and send them in messages; returns
+/// the line number of each item sent, by its position in the stream.
+fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::HashSet<usize>, tx: tokio::sync::mpsc::Sender<v1::SubmitItemsRequest>) -> anyhow::Result<Vec<u32>> {
+    let mut lines = Vec::new();
+    let mut msg = v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: false };
+    let mut bytes = 0usize;
+    for p in Reader::open(&input)? {
+        let Parsed::Item { line, item, .. } = p? else { continue };
+        if rejected.contains(&line) {
+            continue;
+        }
+        let wire = item_to_wire(&item);
+        let size = wire.encoded_len();
+        if !msg.items.is_empty() && (msg.items.len() >= CHUNK_ITEMS || bytes + size > CHUNK_BYTES) {
+            let full = std::mem::replace(&mut msg, v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: false });
+            if tx.blocking_send(full).is_err() {
+                return Ok(lines); // the stream ended early; its error is reported by the caller
+            }
+            bytes = 0;
+        }
+        bytes += size;
+        msg.items.push(wire);
+        lines.push(line as u32);
+    }
+    if !msg.items.is_empty() {
+        let _ = tx.blocking_send(msg);
+    }
+    Ok(lines)
+}
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let dataset = read_dataset(&args.input)?;
-    for r in &dataset.rejected {
-        eprintln!("{}: {r}", if args.skip_invalid { "skipped" } else { "error" });
+    if args.meta_rm.is_some() {
+        anyhow::bail!("submit takes no --meta-rm: the meta reward model is a folder the judge's workers load (verdict worker --meta-rm DIR); choose meta-RM voting with --aggregation meta-rm");
     }
-    if !dataset.rejected.is_empty() && !args.skip_invalid {
-        anyhow::bail!("{} bad line(s) in {}; fix them, or pass --skip-invalid to submit the rest", dataset.rejected.len(), args.input.display());
+    let (rejected, n_items) = check(&args)?;
+    for r in &rejected {
+        if args.skip_invalid {
+            note(format!("skipped: {r}"));
+        }
     }
-    let mut spec = args.spec.spec(&args.judge);
-    if let Some(m) = &args.meta_rm {
-        spec.aggregation = Aggregation::MetaRm { k_meta: args.spec.k_meta };
-        spec.meta_rm = Some(m.clone());
+    if !args.skip_invalid {
+        refuse_bad_lines(&args.input, &rejected, "submit the rest")?;
     }
-    spec.validate()?;
+    if n_items == 0 {
+        anyhow::bail!("{}: every line was rejected, so there is nothing to submit", args.input.display());
+    }
     let mut client = connect(&args.addr).await?;
-    let job = client
-        .jobs
-        .create_job(v1::CreateJobRequest { name: args.name.clone(), spec: Some(spec_to_wire(&spec)) })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let lines: Vec<usize> = dataset.items.iter().map(|(l, _)| *l).collect();
-    let messages: Vec<v1::SubmitItemsRequest> = dataset
-        .items
-        .chunks(CHUNK)
-        .map(|c| v1::SubmitItemsRequest { job_id: job.id.clone(), items: c.iter().map(|(_, i)| item_to_wire(i)).collect(), keep_open: false })
-        .collect();
-    let resp = client.jobs.submit_items(tokio_stream::iter(messages)).await.map_err(status)?.into_inner();
+    let job = match &args.job {
+        Some(id) => client.jobs.get_job(v1::GetJobRequest { job_id: id.clone() }).await.map_err(status)?.into_inner(),
+        None => {
+            let judge = args.judge.clone().context("--judge is required to create a job")?;
+            let spec = args.spec.spec(&judge, false)?;
+            client
+                .jobs
+                .create_job(v1::CreateJobRequest { name: args.name.clone(), spec: Some(spec_to_wire(&spec)) })
+                .await
+                .map_err(status)?
+                .into_inner()
+        }
+    };
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let skip: std::collections::HashSet<usize> = rejected.iter().map(|r| r.line).collect();
+    let reader = tokio::task::spawn_blocking({
+        let (input, id) = (args.input.clone(), job.id.clone());
+        move || stream_items(input, id, skip, tx)
+    });
+    let sent = client.jobs.submit_items(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let lines = reader.await.context("the file reader failed")??;
+    let resp = match sent {
+        Ok(r) => r.into_inner(),
+        Err(e) => anyhow::bail!(
+            "submitting to job {} broke off: {}; the items that arrived are kept: resume with `verdict submit {} --job {}` (items already in the job are skipped)",
+            job.id,
+            e.message(),
+            args.input.display(),
+            job.id
+        ),
+    };
     for r in &resp.rejected {
         let line = lines.get(r.index as usize).copied().unwrap_or(0);
-        eprintln!("rejected: line {line} (id {}): {}", r.item_id, r.message);
+        note(format!("rejected: line {line} (id {}): {}", r.item_id, r.message));
     }
-    eprintln!(
+    note(format!(
         "job {}: {} item(s) queued, {} answered from stored verdicts, {} already present, {} rejected",
         job.id,
         resp.queued,
         resp.deduplicated,
         resp.already_present,
-        resp.rejected.len()
-    );
-    println!("{}", job.id);
+        resp.rejected.len() + rejected.len()
+    ));
+    let now = client.jobs.get_job(v1::GetJobRequest { job_id: job.id.clone() }).await.map_err(status)?.into_inner();
+    if let Some(w) = no_worker_warning(&now) {
+        warn(w);
+    }
+    out(&job.id)?;
     if args.wait {
         watch_job(&mut client, &job.id).await?;
     }

@@ -1,82 +1,131 @@
 //! Parquet in and out, through arrow. Input rows become JSON objects so that Parquet and
-//! JSONL share one parser and one set of errors; output rows are JSON objects turned into
-//! columns with an inferred schema (field order as in the rows), so the export layout is
-//! the JSONL layout, column for column.
+//! JSONL share one parser and one set of errors. Output goes through a fixed schema per kind
+//! of row ([`crate::schemas`]): a column never changes type with the data (a null score, a
+//! conversation prompt), and a file with no rows still carries its schema.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow::datatypes::{Field, Schema};
-use arrow::json::reader::infer_json_schema_from_iterator;
+use arrow::datatypes::Schema;
+use arrow::json::reader::Decoder;
 use arrow::json::{LineDelimitedWriter, ReaderBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
-/// Every row of a Parquet file as one JSON object per string.
-pub fn read_parquet_rows(path: &Path) -> anyhow::Result<Vec<String>> {
+/// The rows of a Parquet file, one JSON object per string, read one record batch at a time.
+pub fn parquet_rows(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<String>>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .with_batch_size(1024)
         .build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-        let mut w = LineDelimitedWriter::new(Vec::new());
-        w.write_batches(&[&batch])?;
-        w.finish()?;
-        let text = String::from_utf8(w.into_inner())?;
-        out.extend(text.lines().map(str::to_string));
-    }
-    Ok(out)
+    let path = path.to_path_buf();
+    Ok(reader.flat_map(move |batch| {
+        let lines = batch
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|batch| {
+                let mut w = LineDelimitedWriter::new(Vec::new());
+                w.write_batches(&[&batch])?;
+                w.finish()?;
+                Ok(String::from_utf8(w.into_inner())?.lines().map(str::to_string).collect::<Vec<_>>())
+            });
+        match lines {
+            Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }
+    }))
 }
 
-/// Write rows (JSON objects) as Parquet.
-pub fn write_parquet(path: &Path, rows: &[Value]) -> anyhow::Result<()> {
-    anyhow::ensure!(!rows.is_empty(), "nothing to write to {}: no rows", path.display());
-    let inferred = infer_json_schema_from_iterator(rows.iter().map(Ok::<_, arrow::error::ArrowError>))?;
-    // Keep the columns in the order the rows list them (inference does not).
-    let mut order: Vec<String> = Vec::new();
+/// Every row of a Parquet file (tests).
+#[cfg(test)]
+pub fn read_parquet_rows(path: &Path) -> anyhow::Result<Vec<String>> {
+    parquet_rows(path)?.collect()
+}
+
+/// Rows shaped for one schema, written in record batches as they come.
+pub struct ParquetWriter {
+    decoder: Decoder,
+    writer: ArrowWriter<File>,
+    pending: Vec<Value>,
+    rows: usize,
+}
+
+const BATCH: usize = 1024;
+
+impl ParquetWriter {
+    pub fn create(path: &Path, schema: Schema) -> anyhow::Result<Self> {
+        let schema = Arc::new(schema);
+        let decoder = ReaderBuilder::new(schema.clone()).with_batch_size(BATCH).build_decoder()?;
+        let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let writer = ArrowWriter::try_new(file, schema, None)?;
+        Ok(Self { decoder, writer, pending: Vec::with_capacity(BATCH), rows: 0 })
+    }
+
+    pub fn write(&mut self, row: Value) -> anyhow::Result<()> {
+        self.pending.push(row);
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.decoder.serialize(&self.pending).with_context(|| format!("row {} does not fit the export's schema", self.rows + 1))?;
+        self.rows += self.pending.len();
+        self.pending.clear();
+        if let Some(batch) = self.decoder.flush()? {
+            self.writer.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Write what is pending and the footer; returns the rows written.
+    pub fn finish(mut self) -> anyhow::Result<usize> {
+        self.flush()?;
+        self.writer.close()?;
+        Ok(self.rows)
+    }
+}
+
+/// Write rows of one schema as Parquet (tests).
+#[cfg(test)]
+pub fn write_parquet(path: &Path, schema: Schema, rows: impl IntoIterator<Item = Value>) -> anyhow::Result<usize> {
+    let mut w = ParquetWriter::create(path, schema)?;
     for r in rows {
-        if let Value::Object(m) = r {
-            for k in m.keys() {
-                if !order.contains(k) {
-                    order.push(k.clone());
-                }
-            }
-        }
+        w.write(r)?;
     }
-    let fields: Vec<Arc<Field>> = order.iter().filter_map(|k| inferred.field_with_name(k).ok().map(|f| Arc::new(f.clone()))).collect();
-    let schema = Arc::new(Schema::new(fields));
-    let mut decoder = ReaderBuilder::new(schema.clone()).with_batch_size(rows.len().max(1)).build_decoder()?;
-    let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None)?;
-    for chunk in rows.chunks(4096) {
-        decoder.serialize(chunk)?;
-        if let Some(batch) = decoder.flush()? {
-            writer.write(&batch)?;
-        }
-    }
-    writer.close()?;
-    Ok(())
+    w.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{DataType, Field};
 
     #[test]
-    fn rows_survive_a_parquet_round_trip() {
+    fn rows_survive_a_parquet_round_trip_and_empty_files_keep_their_schema() {
         let dir = tempfile::tempdir().unwrap();
+        let schema = || {
+            Schema::new(vec![
+                Field::new("prompt", DataType::Utf8, false),
+                Field::new("scores", DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true),
+            ])
+        };
         let p = dir.path().join("x.parquet");
-        let rows = vec![
-            serde_json::json!({"prompt": "p1", "chosen": "a", "rejected": "b", "margin": 3}),
-            serde_json::json!({"prompt": "p2", "chosen": "c", "rejected": "d", "margin": 1}),
-        ];
-        write_parquet(&p, &rows).unwrap();
+        let rows = vec![serde_json::json!({"prompt": "p1", "scores": [3, 4]}), serde_json::json!({"prompt": "p2", "scores": null})];
+        assert_eq!(write_parquet(&p, schema(), rows.clone()).unwrap(), 2);
         let back: Vec<Value> = read_parquet_rows(&p).unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(back, rows);
+        assert_eq!(back, vec![rows[0].clone(), serde_json::json!({"prompt": "p2"})]);
+
+        let empty = dir.path().join("empty.parquet");
+        assert_eq!(write_parquet(&empty, schema(), vec![]).unwrap(), 0);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&empty).unwrap()).unwrap();
+        assert_eq!(reader.schema().fields().len(), 2, "an empty file still has its columns");
     }
 }

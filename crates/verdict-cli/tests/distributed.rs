@@ -171,7 +171,7 @@ impl Cluster {
     }
 
     fn query(&self, job: &str) -> Vec<Value> {
-        self.ok(&["query", job]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.ok(&["query", job, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
@@ -214,12 +214,20 @@ fn two_workers_label_the_examples_and_agree_with_embedded_mode() {
     let by_id: HashMap<&str, &Value> = records.iter().map(|r| (r["id"].as_str().unwrap(), r)).collect();
     let decided = records.iter().filter(|r| r["winner"].is_number() && !r["tie"].as_bool().unwrap()).count();
     assert_eq!(rows.len(), decided);
+    // Some example prompts are conversations, so the whole file is in TRL's conversational
+    // form: every prompt a list of messages, every response one assistant message.
     for row in &rows {
         let r = by_id[row["id"].as_str().unwrap()];
         let w = r["winner"].as_u64().unwrap() as usize;
-        assert_eq!(row["chosen"], r["responses"][w]);
-        assert_eq!(row["prompt"], r["prompt"]);
+        assert_eq!(row["chosen"], serde_json::json!([{"role": "assistant", "content": r["responses"][w]}]));
+        let prompt = match &r["prompt"] {
+            Value::String(t) => serde_json::json!([{"role": "user", "content": t}]),
+            conversation => conversation.clone(),
+        };
+        assert_eq!(row["prompt"], prompt);
         assert_ne!(row["chosen"], row["rejected"]);
+        let summed: Vec<u64> = r["summed"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert_eq!(row["margin"].as_u64().unwrap(), summed[w] - summed.iter().min().unwrap(), "margin is chosen minus rejected");
     }
     let pq = c.dir.path().join("dpo.parquet");
     c.ok(&["export", &job, "--format", "dpo", "-o", pq.to_str().unwrap()]);
@@ -240,7 +248,7 @@ fn two_workers_label_the_examples_and_agree_with_embedded_mode() {
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let e: Value = serde_json::from_str(line).unwrap();
         let d = by_id[e["id"].as_str().unwrap()];
-        for field in ["summed", "winner", "margin", "tie", "valid", "agreement"] {
+        for field in ["key", "judge", "fingerprint", "summed", "winner", "margin", "tie", "valid", "agreement"] {
             assert_eq!(e[field], d[field], "item {} field {field}", e["id"]);
         }
         let raw = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| s["raw"].clone()).collect::<Vec<_>>();

@@ -29,11 +29,11 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::Invalid(m) => tonic::Status::invalid_argument(m),
             CoordinatorError::Precondition(m) => tonic::Status::failed_precondition(m),
             CoordinatorError::Store(StoreError::NotFound(what)) => tonic::Status::not_found(format!("{what} not found")),
+            CoordinatorError::Store(StoreError::Conflict(m)) => tonic::Status::failed_precondition(m),
             CoordinatorError::Queue(QueueError::BadJudge(j)) => {
                 tonic::Status::invalid_argument(QueueError::BadJudge(j).to_string())
             }
-            // Data the database refuses (SQLSTATE classes 22 and 23) is the caller's problem,
-            // and retrying would not help.
+            // Data the database refuses is the caller's problem, and retrying would not help.
             CoordinatorError::Store(StoreError::Db(sqlx_err)) if data_error(&sqlx_err) => {
                 tracing::error!(error = %sqlx_err, "the store refused the data");
                 tonic::Status::invalid_argument(format!("the store refused the data: {sqlx_err}"))
@@ -57,9 +57,12 @@ pub fn job_id(s: &str) -> Result<uuid::Uuid> {
     uuid::Uuid::parse_str(s.trim()).map_err(|_| CoordinatorError::Invalid(format!("job_id {s:?} is not a job id (a UUID)")))
 }
 
-fn data_error(e: &verdict_store::sqlx::Error) -> bool {
+/// Whether the database refused the data itself (SQLSTATE classes 22 data exception, 23
+/// integrity violation, 54 program limit such as an index row too large): the same request
+/// would fail again.
+pub fn data_error(e: &verdict_store::sqlx::Error) -> bool {
     match e {
-        verdict_store::sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        verdict_store::sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
         _ => false,
     }
 }

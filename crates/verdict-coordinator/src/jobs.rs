@@ -1,27 +1,28 @@
 //! The job service: create, submit items, get, list, cancel, watch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
-use verdict_core::{ContentKey, Item};
+use verdict_core::{ContentKey, Fingerprints, Item};
 use verdict_proto::convert::{item_from_wire, spec_from_wire, spec_to_wire};
 use verdict_proto::v1::{self, job_service_server::JobService};
 use verdict_queue::{valid_judge_name, QueuedItem};
-use verdict_store::{JobRow, JobState, NewItem, Progress};
+use verdict_store::{Inserted, JobRow, JobState, NewItem, Progress, StoreError};
 
-use crate::error::{job_id, CoordinatorError, Result};
+use crate::error::{data_error, job_id, CoordinatorError, Result};
 use crate::server::Shared;
+use crate::workers::WORKER_TTL;
 
 pub struct Jobs {
     pub shared: Shared,
 }
 
-pub fn job_to_wire(job: &JobRow, p: &Progress) -> v1::Job {
+pub fn job_to_wire(job: &JobRow, p: &Progress, live_workers: Option<u64>) -> v1::Job {
     let state = match job.state(p) {
         JobState::Open => v1::JobState::Open,
         JobState::Running => v1::JobState::Running,
@@ -43,19 +44,52 @@ pub fn job_to_wire(job: &JobRow, p: &Progress) -> v1::Job {
             cancelled: p.cancelled,
         }),
         created_at: job.created_at.to_rfc3339(),
+        live_workers: live_workers.map(|n| n.min(u32::MAX as u64) as u32),
+        note: job.note.clone(),
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// One message's items on their way into the store, with their positions in the stream.
+struct Accepted {
+    index: u64,
+    new: NewItem,
+}
+
 impl Shared {
+    /// Workers of `judge` heard from within their heartbeat TTL; `None` when Redis cannot
+    /// be asked (a job's progress lives in Postgres and is still worth showing).
+    pub async fn live_workers(&self, judge: &str) -> Option<u64> {
+        match self.queue.live_workers(judge, WORKER_TTL, unix_now()).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(judge, error = %e, "cannot count the judge's live workers");
+                None
+            }
+        }
+    }
+
     pub async fn job_with_progress(&self, id: Uuid) -> Result<v1::Job> {
         let job = self.store.get_job(id).await?;
         let p = self.store.progress(id).await?;
-        Ok(job_to_wire(&job, &p))
+        let live = self.live_workers(&job.judge).await;
+        Ok(job_to_wire(&job, &p, live))
+    }
+
+    /// The weights new items of `judge` are keyed with: those the name is bound to, or none
+    /// yet (then nothing stored can match, and no item is answered from the store).
+    pub async fn judge_weights(&self, judge: &str) -> Result<Fingerprints> {
+        Ok(self.store.judge(judge).await?.map(|j| j.fingerprints).unwrap_or_default())
     }
 
     /// Validate, store, dedup and enqueue one message's items.
-    async fn submit_batch(&self, job: &JobRow, items: Vec<v1::Item>, first_index: u64, seen: &mut HashMap<String, String>, out: &mut v1::SubmitItemsResponse) -> Result<()> {
-        let mut accepted: Vec<NewItem> = Vec::new();
+    async fn submit_batch(&self, job: &JobRow, weights: &Fingerprints, items: Vec<v1::Item>, first_index: u64, out: &mut v1::SubmitItemsResponse) -> Result<()> {
+        let mut accepted: Vec<Accepted> = Vec::new();
+        // Repeats within this message; repeats of earlier messages are found in the store.
+        let mut seen: HashMap<String, String> = HashMap::new();
         for (i, w) in items.into_iter().enumerate() {
             let index = first_index + i as u64;
             let reject = |field: &str, message: String, id: &str| v1::ItemError { index, item_id: id.to_string(), field: field.to_string(), message };
@@ -65,33 +99,80 @@ impl Shared {
                     let content = ContentKey::of_item(&item).hex();
                     match seen.get(&item.id) {
                         Some(c) if *c == content => out.already_present += 1,
-                        Some(_) => out.rejected.push(reject("id", format!("field `id` {:?} repeats an earlier item of this stream with other content", item.id), &item.id)),
+                        Some(_) => out.rejected.push(reject("id", format!("field `id` {:?} repeats an earlier item of this job with other content", item.id), &item.id)),
                         None => {
-                            seen.insert(item.id.clone(), content);
-                            accepted.push(NewItem { item_id: item.id.clone(), key: ContentKey::of(&item, &job.spec).hex(), item });
+                            seen.insert(item.id.clone(), content.clone());
+                            let key = ContentKey::of(&item, &job.spec, weights).hex();
+                            accepted.push(Accepted { index, new: NewItem { item_id: item.id.clone(), key, content, item } });
                         }
                     }
                 }
             }
         }
         self.metrics.items_submitted.inc_by(accepted.len() as u64);
-        let ids: Vec<String> = accepted.iter().map(|n| n.item_id.clone()).collect();
-        let new = self.store.insert_items(job.id, &accepted).await?;
-        out.already_present += (ids.len() - new.len()) as u64;
-        let dedup = self.store.dedup(job.id, &new).await?;
+        let outcome = self.insert_isolating(job, &accepted, out).await?;
+        let mut new_ids = Vec::new();
+        let mut resend = Vec::new();
+        let by_id: HashMap<&str, &Accepted> = accepted.iter().map(|a| (a.new.item_id.as_str(), a)).collect();
+        for (id, o) in outcome {
+            match o {
+                Inserted::New => new_ids.push(id),
+                Inserted::Present { queued, has_entry } => {
+                    out.already_present += 1;
+                    // A re-sent item whose first enqueue failed after its commit.
+                    if queued && !has_entry {
+                        resend.push(id);
+                    }
+                }
+                Inserted::Conflict => {
+                    let index = by_id.get(id.as_str()).map(|a| a.index).unwrap_or(first_index);
+                    out.rejected.push(v1::ItemError {
+                        index,
+                        item_id: id.clone(),
+                        field: "id".into(),
+                        message: format!("field `id` {id:?} repeats an earlier item of this job with other content"),
+                    });
+                }
+            }
+        }
+        let dedup = self.store.dedup(job.id, &new_ids).await?;
         out.deduplicated += dedup.len() as u64;
         self.metrics.items_deduplicated.inc_by(dedup.len() as u64);
-        // Enqueue the new items still queued, and any re-sent one that never got an entry
-        // (an earlier attempt failed between the commit and the enqueue).
-        let new_set: HashSet<&String> = new.iter().collect();
-        let queued = self.store.still_queued(job.id, &ids).await?;
-        let to_enqueue: Vec<(String, Item)> = queued
-            .into_iter()
-            .filter(|(id, _, entry)| new_set.contains(id) || entry.is_none())
-            .map(|(id, item, _)| (id, item))
+        let answered: std::collections::HashSet<&String> = dedup.iter().collect();
+        let to_enqueue: Vec<(String, Item)> = new_ids
+            .iter()
+            .filter(|id| !answered.contains(id))
+            .chain(resend.iter())
+            .filter_map(|id| by_id.get(id.as_str()).map(|a| (id.clone(), a.new.item.clone())))
             .collect();
         self.enqueue(job, to_enqueue).await?;
         Ok(())
+    }
+
+    /// Insert a message's items. If the store refuses the data of some item, insert them one
+    /// by one so that only the bad ones are rejected (with the store's reason).
+    async fn insert_isolating(&self, job: &JobRow, accepted: &[Accepted], out: &mut v1::SubmitItemsResponse) -> Result<Vec<(String, Inserted)>> {
+        let all: Vec<NewItem> = accepted.iter().map(|a| clone_new(&a.new)).collect();
+        match self.store.insert_items(job.id, &all).await {
+            Err(StoreError::Db(e)) if data_error(&e) => {
+                tracing::warn!(job = %job.id, error = %e, "the store refused a message of items; inserting them one by one");
+                let mut outcome = Vec::with_capacity(accepted.len());
+                for a in accepted {
+                    match self.store.insert_items(job.id, std::slice::from_ref(&clone_new(&a.new))).await {
+                        Ok(o) => outcome.extend(o),
+                        Err(StoreError::Db(e)) if data_error(&e) => out.rejected.push(v1::ItemError {
+                            index: a.index,
+                            item_id: a.new.item_id.clone(),
+                            field: String::new(),
+                            message: format!("the store refused this item: {e}"),
+                        }),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(outcome)
+            }
+            other => Ok(other?),
+        }
     }
 
     pub async fn enqueue(&self, job: &JobRow, items: Vec<(String, Item)>) -> Result<usize> {
@@ -110,6 +191,10 @@ impl Shared {
     }
 }
 
+fn clone_new(n: &NewItem) -> NewItem {
+    NewItem { item_id: n.item_id.clone(), key: n.key.clone(), content: n.content.clone(), item: n.item.clone() }
+}
+
 type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -117,28 +202,58 @@ impl JobService for Jobs {
     async fn create_job(&self, req: Request<v1::CreateJobRequest>) -> Result<Response<v1::Job>, Status> {
         let req = req.into_inner();
         let spec = req.spec.ok_or_else(|| CoordinatorError::Invalid("field `spec` is missing".into()))?;
-        let spec = spec_from_wire(&spec).map_err(CoordinatorError::from)?;
+        let spec = spec_from_wire(&spec, &self.shared.limits).map_err(CoordinatorError::from)?;
         if !valid_judge_name(&spec.judge) {
             return Err(CoordinatorError::Invalid(format!("spec.judge {:?}: use letters, digits and . _ - @ / : (at most 128)", spec.judge)).into());
         }
+        // What the judge's workers said about it: a budget it cannot hold, or meta-RM voting
+        // without a meta RM, would only reject every item later.
+        if let Some(j) = self.shared.store.judge(&spec.judge).await.map_err(CoordinatorError::from)? {
+            if let Some(context) = j.context_length.filter(|&c| spec.max_new_tokens >= c) {
+                return Err(CoordinatorError::Invalid(format!(
+                    "spec.max_new_tokens {} does not fit judge {}'s context of {context} tokens, which must also hold the prompt",
+                    spec.max_new_tokens, spec.judge
+                ))
+                .into());
+            }
+            if spec.uses_meta_rm() && j.fingerprints.meta_rm.is_none() {
+                return Err(CoordinatorError::Precondition(format!(
+                    "judge {}'s workers load no meta reward model, and meta-RM voting needs one (start them with --meta-rm DIR)",
+                    spec.judge
+                ))
+                .into());
+            }
+        }
         let job = self.shared.store.create_job(&req.name, &spec).await.map_err(CoordinatorError::from)?;
         tracing::info!(job = %job.id, judge = %spec.judge, name = %req.name, "job created");
-        Ok(Response::new(job_to_wire(&job, &Progress::default())))
+        let live = self.shared.live_workers(&job.judge).await;
+        Ok(Response::new(job_to_wire(&job, &Progress::default(), live)))
     }
 
     async fn submit_items(&self, req: Request<Streaming<v1::SubmitItemsRequest>>) -> Result<Response<v1::SubmitItemsResponse>, Status> {
         let mut stream = req.into_inner();
-        let mut job: Option<JobRow> = None;
+        let mut job: Option<(JobRow, Fingerprints)> = None;
         let mut out = v1::SubmitItemsResponse::default();
-        let mut seen = HashMap::new();
         let mut index = 0u64;
         let mut keep_open = false;
         while let Some(msg) = stream.next().await {
-            let msg = msg?;
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    // The client is gone (or sent garbage). What arrived is stored; say so on
+                    // the job, which the sweeper seals if nobody resumes it.
+                    if let Some((j, _)) = &job {
+                        let note = format!("submission broke off after {index} item(s): {}", e.message());
+                        tracing::warn!(job = %j.id, "{note}");
+                        self.shared.store.note_job(j.id, &note).await.map_err(CoordinatorError::from)?;
+                    }
+                    return Err(e);
+                }
+            };
             let id = job_id(&msg.job_id)?;
             let current = match &job {
-                Some(j) if j.id == id => j.clone(),
-                Some(j) => return Err(CoordinatorError::Invalid(format!("job_id changed within one stream ({} then {id})", j.id)).into()),
+                Some((j, w)) if j.id == id => (j.clone(), w.clone()),
+                Some((j, _)) => return Err(CoordinatorError::Invalid(format!("job_id changed within one stream ({} then {id})", j.id)).into()),
                 None => {
                     let j = self.shared.store.get_job(id).await.map_err(CoordinatorError::from)?;
                     if j.cancelled {
@@ -147,16 +262,18 @@ impl JobService for Jobs {
                     if j.sealed {
                         return Err(CoordinatorError::Precondition(format!("job {id} is sealed: its items are complete; create a new job")).into());
                     }
-                    job = Some(j.clone());
-                    j
+                    let w = self.shared.judge_weights(&j.judge).await?;
+                    job = Some((j.clone(), w.clone()));
+                    (j, w)
                 }
             };
             let n = msg.items.len() as u64;
-            self.shared.submit_batch(&current, msg.items, index, &mut seen, &mut out).await?;
+            self.shared.store.touch_submission(current.0.id).await.map_err(CoordinatorError::from)?;
+            self.shared.submit_batch(&current.0, &current.1, msg.items, index, &mut out).await?;
             index += n;
             keep_open = msg.keep_open;
         }
-        let job = job.ok_or_else(|| CoordinatorError::Invalid("no message: a SubmitItems stream names its job_id".into()))?;
+        let (job, _) = job.ok_or_else(|| CoordinatorError::Invalid("no message: a SubmitItems stream names its job_id".into()))?;
         if !keep_open {
             self.shared.store.seal_job(job.id).await.map_err(CoordinatorError::from)?;
         }
@@ -185,9 +302,18 @@ impl JobService for Jobs {
         };
         let rows = self.shared.store.list_jobs(size, before).await.map_err(CoordinatorError::from)?;
         let mut jobs = Vec::with_capacity(rows.len());
+        let mut live: HashMap<String, Option<u64>> = HashMap::new();
         for j in &rows {
             let p = self.shared.store.progress(j.id).await.map_err(CoordinatorError::from)?;
-            jobs.push(job_to_wire(j, &p));
+            let n = match live.get(&j.judge) {
+                Some(&n) => n,
+                None => {
+                    let n = self.shared.live_workers(&j.judge).await;
+                    live.insert(j.judge.clone(), n);
+                    n
+                }
+            };
+            jobs.push(job_to_wire(j, &p, n));
         }
         let next_page_token = match rows.last() {
             Some(last) if rows.len() as i64 == size => format!("{}/{}", last.created_at.to_rfc3339(), last.id),

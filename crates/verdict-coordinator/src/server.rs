@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use verdict_proto::v1::job_service_server::JobServiceServer;
 use verdict_proto::v1::verdict_service_server::VerdictServiceServer;
 use verdict_proto::v1::worker_service_server::WorkerServiceServer;
+use verdict_core::{redact, SpecLimits};
 use verdict_queue::{Queue, QueueConfig};
 use verdict_store::Store;
 
@@ -36,6 +37,10 @@ pub struct CoordinatorConfig {
     pub requeue_after: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// Bounds on jobs' specs (most samples per item).
+    pub spec_limits: SpecLimits,
+    /// An open job that receives no items for this long is sealed, with a note.
+    pub open_job_timeout: Duration,
 }
 
 impl CoordinatorConfig {
@@ -50,6 +55,8 @@ impl CoordinatorConfig {
             sweep_every: Duration::from_secs(10),
             requeue_after: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            spec_limits: SpecLimits::default(),
+            open_job_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -60,6 +67,7 @@ pub struct Shared {
     pub store: Store,
     pub queue: Queue,
     pub metrics: Metrics,
+    pub limits: SpecLimits,
 }
 
 /// A started coordinator.
@@ -80,10 +88,16 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// Connect, bind and start serving; returns once the server listens.
 pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, CoordinatorError> {
-    let store = Store::connect(&cfg.database_url, cfg.db_connections).await?;
-    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone()).await?;
+    // Name what could not be reached (without its password): "pool timed out" alone says
+    // nothing about which service, or where.
+    let store = Store::connect(&cfg.database_url, cfg.db_connections)
+        .await
+        .map_err(|e| CoordinatorError::Precondition(format!("cannot reach Postgres at {}: {e}", redact::url(&cfg.database_url))))?;
+    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone())
+        .await
+        .map_err(|e| CoordinatorError::Precondition(format!("cannot reach Redis at {}: {e}", redact::url(&cfg.redis_url))))?;
     let metrics = Metrics::new();
-    let shared = Shared { store, queue, metrics: metrics.clone() };
+    let shared = Shared { store, queue, metrics: metrics.clone(), limits: cfg.spec_limits };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<JobServiceServer<Jobs>>().await;
@@ -117,7 +131,11 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
         }
         None => None,
     };
-    let sweeper = tokio::spawn(crate::sweeper::run(shared.clone(), cfg.sweep_every, cfg.requeue_after, stop_rx.clone()));
+    let sweeper = tokio::spawn(crate::sweeper::run(
+        shared.clone(),
+        crate::sweeper::Every { tick: cfg.sweep_every, requeue_after: cfg.requeue_after, open_job_timeout: cfg.open_job_timeout },
+        stop_rx.clone(),
+    ));
 
     let router = tonic::transport::Server::builder()
         .add_service(health_service)

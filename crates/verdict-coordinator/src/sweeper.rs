@@ -1,7 +1,10 @@
-//! Puts lost work back on the queue. A queued item whose stream entry no longer exists was
-//! neither acknowledged (it would be done) nor dead-lettered (it would be dead): its entry
-//! was lost, by a Redis restart without persistence or an enqueue that failed after the
-//! commit. Items are claimed with SKIP LOCKED, so replicas share the sweep.
+//! Puts lost work back on the queue, and seals jobs nobody is feeding. A queued item whose
+//! stream entry no longer exists was neither acknowledged (it would be done) nor
+//! dead-lettered (it would be dead): its entry was lost, by a Redis restart without
+//! persistence or an enqueue that failed after the commit. Items are claimed with SKIP
+//! LOCKED, so replicas share the sweep. An open job that has received no items for the
+//! open-job timeout (its submission broke off, or a `keep_open` caller never came back) is
+//! sealed with a note, so it ends instead of staying open forever.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,15 +44,23 @@ pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<us
     Ok(requeued)
 }
 
-/// Sweep every `every` until `shutdown` fires.
-pub async fn run(shared: Shared, every: Duration, age: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
+/// How often the sweeper runs and what it counts as lost or idle.
+#[derive(Debug, Clone, Copy)]
+pub struct Every {
+    pub tick: Duration,
+    pub requeue_after: Duration,
+    pub open_job_timeout: Duration,
+}
+
+/// Sweep every `every.tick` until `shutdown` fires.
+pub async fn run(shared: Shared, every: Every, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 loop {
-                    match sweep_once(&shared, age, 500).await {
+                    match sweep_once(&shared, every.requeue_after, 500).await {
                         Ok(500..) => continue,
                         Ok(_) => break,
                         Err(e) => {
@@ -57,6 +68,14 @@ pub async fn run(shared: Shared, every: Duration, age: Duration, mut shutdown: t
                             break;
                         }
                     }
+                }
+                match shared.store.seal_idle_jobs(every.open_job_timeout.as_secs_f64()).await {
+                    Ok(sealed) => {
+                        for job in sealed {
+                            tracing::warn!(%job, timeout_s = every.open_job_timeout.as_secs(), "sealed an open job that received no items");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sealing idle jobs failed; will retry"),
                 }
             }
             _ = shutdown.changed() => return,

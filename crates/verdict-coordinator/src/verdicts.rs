@@ -6,11 +6,11 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
-use verdict_core::export::{dpo_row, reward_rows};
+use verdict_core::export::{dpo_row, reward_rows, PromptForm};
 use verdict_core::VerdictRecord;
 use verdict_proto::convert::record_to_wire;
 use verdict_proto::v1::{self, verdict_service_server::VerdictService};
-use verdict_store::VerdictFilter;
+use verdict_store::{JobState, VerdictFilter};
 
 use crate::error::{job_id, CoordinatorError};
 use crate::server::Shared;
@@ -66,8 +66,8 @@ fn paged<T: Send + 'static>(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-fn json_row<T: serde::Serialize>(row: &T) -> Result<v1::ExportRow, Status> {
-    serde_json::to_string(row).map(|json| v1::ExportRow { json }).map_err(|e| Status::internal(e.to_string()))
+fn json_row<T: serde::Serialize>(row: &T, form: v1::PromptForm) -> Result<v1::ExportRow, Status> {
+    serde_json::to_string(row).map(|json| v1::ExportRow { json, form: form as i32 }).map_err(|e| Status::internal(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -105,26 +105,49 @@ impl VerdictService for Verdicts {
     async fn export_job(&self, req: Request<v1::ExportJobRequest>) -> Result<Response<Self::ExportJobStream>, Status> {
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let row = self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let progress = self.shared.store.progress(job).await.map_err(CoordinatorError::from)?;
+        // Training data from half a job looks like training data from all of it: refuse
+        // unless asked for explicitly.
+        let state = row.state(&progress);
+        if !req.partial && matches!(state, JobState::Open | JobState::Running) {
+            return Err(CoordinatorError::Precondition(format!(
+                "job {job} is {}: {} of its {} item(s) have no verdict yet; wait for it (verdict watch {job}) or export what is stored with --partial",
+                if state == JobState::Open { "still receiving items" } else { "still running" },
+                progress.queued,
+                progress.total
+            ))
+            .into());
+        }
         let format = v1::ExportFormat::try_from(req.format).unwrap_or_default();
+        let form = match v1::PromptForm::try_from(req.form).unwrap_or_default() {
+            v1::PromptForm::Standard => PromptForm::Standard,
+            v1::PromptForm::Conversational => PromptForm::Conversational,
+            v1::PromptForm::Auto => PromptForm::for_job(self.shared.store.has_conversations(job).await.map_err(CoordinatorError::from)?),
+        };
+        let wire_form = match form {
+            PromptForm::Standard => v1::PromptForm::Standard,
+            PromptForm::Conversational => v1::PromptForm::Conversational,
+        };
         let with_samples = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified);
         let filter = VerdictFilter { with_samples, ..Default::default() };
         let min_margin = req.min_margin;
+        let refused = |e: verdict_core::export::ExportError| Status::failed_precondition(e.to_string());
         Ok(Response::new(paged(self.shared.clone(), job, filter, move |page| {
             let mut out = Vec::new();
             for r in &page {
                 match format {
                     v1::ExportFormat::Dpo => {
-                        if let Some(row) = dpo_row(r, min_margin) {
-                            out.push(json_row(&row)?);
+                        if let Some(row) = dpo_row(r, min_margin, form).map_err(refused)? {
+                            out.push(json_row(&row, wire_form)?);
                         }
                     }
                     v1::ExportFormat::Rewards => {
-                        for row in reward_rows(r) {
-                            out.push(json_row(&row)?);
+                        for row in reward_rows(r, form).map_err(refused)? {
+                            out.push(json_row(&row, wire_form)?);
                         }
                     }
-                    _ => out.push(json_row(r)?),
+                    _ => out.push(json_row(r, wire_form)?),
                 }
             }
             Ok(out)

@@ -1,11 +1,16 @@
 //! The worker service: results are committed to Postgres, then their queue entries are
 //! acknowledged (or, for dead items, moved to the dead letters). A report that fails to
 //! commit acknowledges nothing, so its entries are delivered again.
+//!
+//! Heartbeats bind the judge name to the weights the worker loads (see
+//! `verdict_store::judges`); reports from other weights than the bound ones are refused, so
+//! a job is never judged by two checkpoints under one name.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 use verdict_proto::convert::record_from_wire;
+use verdict_core::Fingerprints;
 use verdict_proto::v1::{self, item_failure::Kind, item_result::Outcome as WireOutcome, worker_service_server::WorkerService};
 use verdict_queue::WorkerInfo;
 use verdict_store::{Failure, FailureKind, Outcome};
@@ -18,7 +23,18 @@ pub struct Workers {
 }
 
 /// How long a worker counts as alive after a heartbeat.
-const WORKER_TTL: Duration = Duration::from_secs(30);
+pub const WORKER_TTL: Duration = Duration::from_secs(30);
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn weights(fingerprint: &str, meta: &Option<String>) -> Result<Fingerprints, CoordinatorError> {
+    if fingerprint.is_empty() {
+        return Err(CoordinatorError::Invalid("field `fingerprint` is empty: workers must say which weights they load".into()));
+    }
+    Ok(Fingerprints::new(fingerprint, meta.clone()))
+}
 
 struct Dead {
     entry: String,
@@ -33,6 +49,24 @@ impl WorkerService for Workers {
     async fn report_results(&self, req: Request<v1::ReportResultsRequest>) -> Result<Response<v1::ReportResultsResponse>, Status> {
         let started = Instant::now();
         let req = req.into_inner();
+        // Only the weights the judge is bound to may write its verdicts.
+        let from = weights(&req.fingerprint, &req.meta_fingerprint)?;
+        let bound = match self.shared.store.judge(&req.judge).await.map_err(CoordinatorError::from)? {
+            Some(b) => b,
+            // Unbound (a fresh store): these weights bind it, as a heartbeat would.
+            None => self.shared.store.bind_judge(&req.judge, &from, None).await.map_err(CoordinatorError::from)?,
+        };
+        if let Some(b) = Some(bound).filter(|b| b.fingerprints != from) {
+            return Err(CoordinatorError::Precondition(format!(
+                "judge {} is bound to weights {}{}; these results come from weights {}{}",
+                req.judge,
+                b.fingerprints.judge,
+                b.fingerprints.meta_rm.as_deref().map(|m| format!(" (meta RM {m})")).unwrap_or_default(),
+                from.judge,
+                from.meta_rm.as_deref().map(|m| format!(" (meta RM {m})")).unwrap_or_default(),
+            ))
+            .into());
+        }
         let mut outcomes = Vec::with_capacity(req.results.len());
         let mut ack = Vec::new();
         let mut dead = Vec::new();
@@ -44,6 +78,9 @@ impl WorkerService for Workers {
                     let record = record_from_wire(&v).map_err(|e| CoordinatorError::Invalid(format!("result for item {}: {e}", r.item_id)))?;
                     if record.id != r.item_id {
                         return Err(CoordinatorError::Invalid(format!("result for item {} carries item {}", r.item_id, record.id)).into());
+                    }
+                    if record.fingerprint != from.judge || record.meta_fingerprint.as_ref().is_some_and(|m| Some(m) != from.meta_rm.as_ref()) {
+                        return Err(CoordinatorError::Invalid(format!("result for item {} names weights {} but the report comes from {}", r.item_id, record.fingerprint, from.judge)).into());
                     }
                     done += 1;
                     samples += record.samples.len() as u64;
@@ -93,12 +130,19 @@ impl WorkerService for Workers {
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let req = req.into_inner();
+        let from = weights(&req.fingerprint, &req.meta_fingerprint)?;
+        let context = (req.context_length > 0).then_some(req.context_length);
+        // Refused (FAILED_PRECONDITION, naming both fingerprints) while the name is bound to
+        // other weights with items waiting.
+        self.shared.store.bind_judge(&req.judge, &from, context).await.map_err(CoordinatorError::from)?;
         let info = WorkerInfo {
             id: req.worker_id,
             judge: req.judge.clone(),
             device: req.device,
             in_flight: req.in_flight,
-            seen_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            seen_at: unix_now(),
+            fingerprint: from.judge,
+            meta_fingerprint: from.meta_rm,
         };
         self.shared.queue.register_worker(&info, WORKER_TTL).await.map_err(CoordinatorError::from)?;
         let cancelled_jobs = self.shared.queue.cancelled_jobs(&req.judge).await.map_err(CoordinatorError::from)?;
@@ -110,8 +154,33 @@ impl WorkerService for Workers {
         Ok(Response::new(v1::ListWorkersResponse {
             workers: workers
                 .into_iter()
-                .map(|w| v1::WorkerStatus { worker_id: w.id, judge: w.judge, device: w.device, in_flight: w.in_flight, seen_at: w.seen_at })
+                .map(|w| v1::WorkerStatus {
+                    worker_id: w.id,
+                    judge: w.judge,
+                    device: w.device,
+                    in_flight: w.in_flight,
+                    seen_at: w.seen_at,
+                    fingerprint: w.fingerprint,
+                    meta_fingerprint: w.meta_fingerprint,
+                })
                 .collect(),
         }))
+    }
+
+    async fn list_judges(&self, _req: Request<v1::ListJudgesRequest>) -> Result<Response<v1::ListJudgesResponse>, Status> {
+        let judges = self.shared.store.judges().await.map_err(CoordinatorError::from)?;
+        let mut out = Vec::with_capacity(judges.len());
+        for j in judges {
+            let live = self.shared.live_workers(&j.name).await.unwrap_or(0);
+            out.push(v1::JudgeStatus {
+                name: j.name,
+                fingerprint: j.fingerprints.judge,
+                meta_fingerprint: j.fingerprints.meta_rm,
+                context_length: j.context_length.unwrap_or(0),
+                bound_at: j.bound_at.to_rfc3339(),
+                live_workers: live.min(u32::MAX as u64) as u32,
+            });
+        }
+        Ok(Response::new(v1::ListJudgesResponse { judges: out }))
     }
 }

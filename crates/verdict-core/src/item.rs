@@ -94,11 +94,32 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+fn nul(field: &str) -> FieldError {
+    FieldError::new(field, Problem::Other("contains a NUL character (\\u0000)".into()))
+}
+
+/// The first string (or object key) inside `v` holding a NUL, as a field path below `field`.
+fn find_nul(v: &Value, field: &str) -> Option<String> {
+    match v {
+        Value::String(s) => s.contains('\0').then(|| field.to_string()),
+        Value::Array(list) => list.iter().enumerate().find_map(|(i, x)| find_nul(x, &format!("{field}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let at = format!("{field}.{k}");
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                find_nul(x, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn non_empty_string(v: &Value, field: &str) -> Result<String, FieldError> {
     match v {
         Value::String(s) if s.trim().is_empty() => Err(FieldError::new(field, Problem::Empty)),
         // NUL is never text; it is also what Postgres cannot store.
-        Value::String(s) if s.contains('\0') => Err(FieldError::new(field, Problem::Other("contains a NUL character (\\u0000)".into()))),
+        Value::String(s) if s.contains('\0') => Err(nul(field)),
         Value::String(s) => Ok(s.clone()),
         other => Err(FieldError::new(
             field,
@@ -210,6 +231,7 @@ impl Item {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 return Err(FieldError::new("id", Problem::Empty))
             }
+            Some(Value::String(s)) if s.contains('\0') => return Err(nul("id")),
             Some(Value::String(s)) => Some(s),
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
@@ -266,6 +288,16 @@ impl Item {
             return Err(FieldError::new("(line)", Problem::UnknownShape));
         };
 
+        // Metadata travels to the store and to every export: a NUL there would be refused
+        // by Postgres (JSONB cannot hold \u0000) far from the line that carried it.
+        for (k, v) in &obj {
+            if k.contains('\0') {
+                return Err(nul("(line)"));
+            }
+            if let Some(at) = find_nul(v, k) {
+                return Err(nul(&at));
+            }
+        }
         let mut item = Item {
             id: String::new(),
             prompt,
@@ -337,6 +369,8 @@ mod tests {
         assert_eq!(err(r#"{"prompt":"  ","responses":["a"]}"#).problem, Problem::Empty);
         assert_eq!(err(r#"{"id":"","prompt":"p","responses":["a"]}"#).field, "id");
         assert_eq!(err(r#"{"prompt":"p","responses":["a\u0000b"]}"#).field, "responses[0]");
+        assert_eq!(err(r#"{"id":"a\u0000","prompt":"p","responses":["a"]}"#).field, "id");
+        assert_eq!(err(r#"{"prompt":"p","responses":["a"],"src":{"tags":["x","\u0000"]}}"#).field, "src.tags[1]");
         let e = err(r#"{"messages":[{"role":"user","content":"q"},{"role":"bot","content":"a"}],"responses":["x"]}"#);
         assert_eq!(e.field, "messages[1].role");
         let e = err(r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"responses":["x"]}"#);

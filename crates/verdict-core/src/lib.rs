@@ -7,11 +7,14 @@
 //!   people already have (`{prompt, chosen, rejected}`, `{prompt, responses}`,
 //!   `{messages, responses}`), with errors that name the field.
 //! - [`spec`]: the label spec (judge, k, sampling, seed, template, aggregation).
-//! - [`key`]: stable content keys for (item, spec), used for resume and dedup.
+//! - [`key`]: stable content keys for (item, spec, weights' fingerprints), used for resume
+//!   and dedup.
 //! - [`shuffle`]: the seeded per-sample response permutation and its RNG.
 //! - [`template`]: the DeepSeek-GRM prompt, by named version.
 //! - [`parse`]: scores out of a judgement (`\boxed{..}` or `[[..]]`), principles, critique.
 //! - [`sample`], [`vote`], [`verdict`]: samples, aggregation, and the verdict record.
+//!
+//! - [`redact`]: service URLs without their passwords, for messages.
 //!
 //! Everything here is deterministic: the same inputs give the same outputs on any machine.
 
@@ -19,6 +22,7 @@ pub mod export;
 pub mod item;
 pub mod key;
 pub mod parse;
+pub mod redact;
 pub mod sample;
 pub mod shuffle;
 pub mod spec;
@@ -27,9 +31,9 @@ pub mod verdict;
 pub mod vote;
 
 pub use item::{FieldError, Item, Message, Problem, Prompt};
-pub use key::ContentKey;
+pub use key::{ContentKey, Fingerprints};
 pub use parse::{parse_judgement, ParseFailure, ParsedJudgement};
 pub use sample::{FinishReason, ParseStatus, Sample};
-pub use spec::{Aggregation, LabelSpec, OnBudget, SpecError, TemplateVersion};
+pub use spec::{Aggregation, LabelSpec, OnBudget, SpecError, SpecLimits, TemplateVersion};
 pub use verdict::{Verdict, VerdictRecord};
 pub use vote::{aggregate, meta_vote, vote};

@@ -61,7 +61,8 @@ pub enum OnBudget {
 /// Everything that determines a verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelSpec {
-    /// The judge's identity: folder name plus a fingerprint of its files.
+    /// The judge's name: a model folder's name in `verdict label`, the name workers serve
+    /// in distributed mode. Which weights it stands for is the verdict's fingerprint.
     pub judge: String,
     /// Samples per item.
     pub k: u32,
@@ -73,15 +74,27 @@ pub struct LabelSpec {
     pub aggregation: Aggregation,
     #[serde(default)]
     pub on_budget: OnBudget,
-    /// The meta reward model's identity, when aggregation uses one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta_rm: Option<String>,
+}
+
+/// Bounds a service puts on specs, so one job cannot ask for unbounded work per item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecLimits {
+    /// Most samples per item (default 64: the paper's figures stop at 32).
+    pub max_k: u32,
+}
+
+impl Default for SpecLimits {
+    fn default() -> Self {
+        Self { max_k: 64 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
     #[error("k must be at least 1")]
     ZeroK,
+    #[error("k {k} is more than the {max} samples per item allowed here (raise the limit with --max-k)")]
+    TooManySamples { k: u32, max: u32 },
     #[error("temperature must be finite and ≥ 0, got {0}")]
     Temperature(f32),
     #[error("top_p must be in (0, 1], got {0}")]
@@ -90,8 +103,6 @@ pub enum SpecError {
     MaxNewTokens(u32),
     #[error("k_meta must be in 1..=k ({k}), got {k_meta}")]
     KMeta { k_meta: u32, k: u32 },
-    #[error("meta-RM aggregation needs a meta reward model")]
-    MissingMetaRm,
     #[error("unknown template version {0:?} (known: grm-v1)")]
     UnknownTemplate(String),
 }
@@ -109,13 +120,21 @@ impl LabelSpec {
             template: TemplateVersion::GrmV1,
             aggregation: Aggregation::Voting,
             on_budget: OnBudget::Force,
-            meta_rm: None,
         }
     }
 
+    /// Check every field under the default limits.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.validate_within(&SpecLimits::default())
+    }
+
+    /// Check every field; the first problem is the error.
+    pub fn validate_within(&self, limits: &SpecLimits) -> Result<(), SpecError> {
         if self.k == 0 {
             return Err(SpecError::ZeroK);
+        }
+        if self.k > limits.max_k {
+            return Err(SpecError::TooManySamples { k: self.k, max: limits.max_k });
         }
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return Err(SpecError::Temperature(self.temperature));
@@ -127,9 +146,6 @@ impl LabelSpec {
             return Err(SpecError::MaxNewTokens(self.max_new_tokens));
         }
         if let Aggregation::MetaRm { k_meta } = self.aggregation {
-            if self.meta_rm.is_none() {
-                return Err(SpecError::MissingMetaRm);
-            }
             if let Some(k_meta) = k_meta {
                 if k_meta == 0 || k_meta > self.k {
                     return Err(SpecError::KMeta { k_meta, k: self.k });
@@ -137,6 +153,11 @@ impl LabelSpec {
             }
         }
         Ok(())
+    }
+
+    /// Whether verdicts are aggregated with a meta reward model's help.
+    pub fn uses_meta_rm(&self) -> bool {
+        matches!(self.aggregation, Aggregation::MetaRm { .. })
     }
 
     /// The number of samples meta-RM voting keeps: `k_meta`, or k/2 (at least 1).
@@ -159,10 +180,11 @@ mod tests {
         assert_eq!(LabelSpec { k: 0, ..ok.clone() }.validate(), Err(SpecError::ZeroK));
         assert!(LabelSpec { temperature: f32::NAN, ..ok.clone() }.validate().is_err());
         assert!(LabelSpec { top_p: 0.0, ..ok.clone() }.validate().is_err());
+        assert_eq!(LabelSpec { temperature: -1.0, ..ok.clone() }.validate(), Err(SpecError::Temperature(-1.0)));
         let meta = LabelSpec { aggregation: Aggregation::MetaRm { k_meta: Some(9) }, ..ok.clone() };
-        assert_eq!(meta.validate(), Err(SpecError::MissingMetaRm));
-        let meta = LabelSpec { meta_rm: Some("m".into()), ..meta };
         assert_eq!(meta.validate(), Err(SpecError::KMeta { k_meta: 9, k: 8 }));
+        assert_eq!(LabelSpec { k: 65, ..ok.clone() }.validate(), Err(SpecError::TooManySamples { k: 65, max: 64 }));
+        assert!(LabelSpec { k: 65, ..ok.clone() }.validate_within(&SpecLimits { max_k: 128 }).is_ok());
         assert_eq!(LabelSpec { aggregation: Aggregation::MetaRm { k_meta: None }, ..ok }.k_meta(), 4);
     }
 }

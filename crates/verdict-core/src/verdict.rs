@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Item, LabelSpec, Prompt, Sample};
+use crate::{Fingerprints, Item, LabelSpec, Prompt, Sample};
 
 /// The aggregate of an item's samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,9 +30,15 @@ pub struct Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerdictRecord {
     pub id: String,
-    /// Content key of (item, spec), hex.
+    /// Content key of (item, spec, weights), hex.
     pub key: String,
+    /// The judge's name.
     pub judge: String,
+    /// Fingerprint of the judge's weights, tokenizer, config and chat template.
+    pub fingerprint: String,
+    /// Fingerprint of the meta reward model, when the verdict was voted with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_fingerprint: Option<String>,
     pub template: String,
     pub prompt: Prompt,
     pub responses: Vec<String>,
@@ -48,7 +54,8 @@ pub struct VerdictRecord {
 }
 
 impl VerdictRecord {
-    pub fn new(item: &Item, key: String, spec: &LabelSpec, verdict: Verdict, samples: Vec<Sample>) -> Self {
+    pub fn new(item: &Item, key: String, spec: &LabelSpec, weights: &Fingerprints, verdict: Verdict, samples: Vec<Sample>) -> Self {
+        let weights = weights.for_spec(spec);
         let agrees_with_reference = match (item.reference_winner, verdict.winner) {
             (Some(r), Some(w)) => Some(r == w),
             _ => None,
@@ -57,6 +64,8 @@ impl VerdictRecord {
             id: item.id.clone(),
             key,
             judge: spec.judge.clone(),
+            fingerprint: weights.judge,
+            meta_fingerprint: weights.meta_rm,
             template: spec.template.name().to_string(),
             prompt: item.prompt.clone(),
             responses: item.responses.clone(),
@@ -66,5 +75,12 @@ impl VerdictRecord {
             metadata: item.metadata.clone(),
             samples,
         }
+    }
+}
+
+impl VerdictRecord {
+    /// The weights that produced this verdict.
+    pub fn fingerprints(&self) -> Fingerprints {
+        Fingerprints { judge: self.fingerprint.clone(), meta_rm: self.meta_fingerprint.clone() }
     }
 }

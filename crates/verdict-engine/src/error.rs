@@ -17,6 +17,8 @@ pub enum EngineError {
     ChatTemplate(String),
     #[error("{path}: weights do not match config.json: {source}")]
     Weights { path: PathBuf, source: candle_core::Error },
+    #[error("{0}")]
+    Spec(String),
     #[error("item {id}: {error}")]
     Item { id: String, error: FieldError },
     #[error("{step} failed: {source}")]

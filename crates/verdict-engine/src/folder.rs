@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
+use crate::fingerprint::DigestCache;
 use crate::model::Decoder;
 use crate::tokenizer::Tok;
 
@@ -85,28 +85,29 @@ impl ModelFolder {
         Decoder::new(cfg, vb).map_err(|source| EngineError::Weights { path: self.path.clone(), source })
     }
 
-    /// A stable identity for labels: the folder's name and a fingerprint of its config,
-    /// tokenizer and weight file sizes (hashing gigabytes of weights at every start would be
-    /// slow; a changed checkpoint almost always changes a size or the config).
-    pub fn identity(&self) -> Result<String> {
-        let mut h = Sha256::new();
-        for f in ["config.json", "tokenizer.json"] {
-            let p = self.path.join(f);
-            let bytes = std::fs::read(&p).map_err(|source| EngineError::Io { path: p, source })?;
-            h.update(&bytes);
-        }
-        for w in &self.weights {
-            let len = std::fs::metadata(w).map_err(|source| EngineError::Io { path: w.clone(), source })?.len();
-            h.update(w.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
-            h.update(len.to_le_bytes());
-        }
-        let digest: [u8; 32] = h.finalize().into();
-        let name = self
-            .path
+    /// The folder's name (its last path component, after resolving links).
+    pub fn name(&self) -> String {
+        self.path
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into());
-        Ok(format!("{name}@{}", digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>()))
+            .unwrap_or_else(|| "model".into())
+    }
+
+    /// The files whose content decides what the model writes: config, tokenizer, chat
+    /// template and every weight file.
+    pub fn identity_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+            .iter()
+            .map(|f| self.path.join(f))
+            .filter(|p| p.is_file())
+            .collect();
+        files.extend(self.weights.iter().cloned());
+        files
+    }
+
+    /// A fingerprint of the folder's content (see [`crate::fingerprint`]).
+    pub fn fingerprint(&self, cache: &DigestCache) -> Result<String> {
+        crate::fingerprint::fingerprint(&self.identity_files(), cache)
     }
 }

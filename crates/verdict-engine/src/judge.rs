@@ -11,12 +11,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use verdict_core::shuffle::{mix, sample_permutation, SAMPLING_TAG};
-use verdict_core::{aggregate, template, ContentKey, FieldError, Item, LabelSpec, OnBudget, Problem, Sample, VerdictRecord};
+use verdict_core::{aggregate, template, ContentKey, FieldError, Fingerprints, Item, LabelSpec, OnBudget, Problem, Sample, VerdictRecord};
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::{Head, ModelConfig};
 use crate::constraint::ScoreVocab;
 use crate::error::{EngineError, Result};
+use crate::fingerprint::DigestCache;
 use crate::folder::ModelFolder;
 use crate::generate::{GenRequest, GenStats, Generator, PREFILL_TOKENS};
 use crate::meta_rm::MetaRm;
@@ -34,11 +35,13 @@ pub struct EngineOptions {
     pub device: Device,
     /// f32 on CPU; bf16 on CUDA.
     pub dtype: DType,
+    /// Where weight files' content digests are cached between runs.
+    pub digest_cache: DigestCache,
 }
 
 impl EngineOptions {
     pub fn cpu() -> Self {
-        Self { max_batch: 32, device: Device::Cpu, dtype: DType::F32 }
+        Self { max_batch: 32, device: Device::Cpu, dtype: DType::F32, digest_cache: DigestCache::none() }
     }
 }
 
@@ -46,7 +49,7 @@ impl EngineOptions {
 #[derive(Debug, Clone)]
 pub struct PreparedItem {
     pub item: Item,
-    /// Content key of (item, spec): what the verdict is stored under.
+    /// Content key of (item, spec, weights): what the verdict is stored under.
     pub key: ContentKey,
     /// Seeds the item's permutations, sampling and tie-break. It depends on the item's
     /// content and the spec seed only, so sample j is the same whatever k, the token budget
@@ -58,29 +61,22 @@ pub struct PreparedItem {
     pub prompts: Vec<(String, Vec<u32>)>,
 }
 
-pub struct Judge {
-    model: Decoder,
+/// A judge before its weights: config, tokenizer, chat template and fingerprints. It
+/// renders, tokenizes and length-checks items and computes their keys, so a whole dataset
+/// can be checked before gigabytes of weights are loaded.
+pub struct Prompter {
+    folder: ModelFolder,
+    cfg: ModelConfig,
     tok: Tok,
     chat: ChatTemplate,
-    score_vocab: ScoreVocab,
-    forced_prefix: Vec<u32>,
-    identity: String,
-    meta: Option<MetaRm>,
-    options: EngineOptions,
-    token_texts: Vec<String>,
-    /// Device bytes free after loading (CUDA only): what batches are sized against.
-    free_bytes: Option<usize>,
+    name: String,
+    fingerprints: Fingerprints,
+    meta_folder: Option<ModelFolder>,
 }
 
-/// Batch size when neither the user nor device memory sets one (the CPU).
-const CPU_BATCH: usize = 32;
-/// Upper bound on sequences per batch, whatever the memory: the host does per-row work on
-/// every step, and past a few thousand rows the GPU is saturated anyway.
-const MAX_ROWS: usize = 4096;
-
-impl Judge {
-    /// Load a judge from a model folder, and a meta RM if given.
-    pub fn load(dir: &Path, meta_rm: Option<&Path>, options: EngineOptions) -> Result<Self> {
+impl Prompter {
+    /// Open a judge folder (and a meta RM folder) and fingerprint their content.
+    pub fn open(dir: &Path, meta_rm: Option<&Path>, cache: &DigestCache) -> Result<Self> {
         let folder = ModelFolder::open(dir)?;
         let cfg = folder.config()?;
         if cfg.head != Head::CausalLm {
@@ -88,46 +84,49 @@ impl Judge {
         }
         let tok = folder.tokenizer(&cfg)?;
         let chat = folder.chat_template(&tok)?;
-        let model = folder.decoder(&cfg, options.dtype, &options.device)?;
-        let token_texts = tok.token_texts();
-        let score_vocab = ScoreVocab::new(&token_texts);
-        let forced_prefix = tok.encode(template::forced_score_prefix(Default::default()), "the forced score prefix")?;
-        let meta = meta_rm.map(|m| MetaRm::load(m, &options)).transpose()?;
-        let free_bytes = crate::device::free_memory(&options.device);
-        Ok(Self {
-            identity: folder.identity()?,
-            model,
-            tok,
-            chat,
-            score_vocab,
-            forced_prefix,
-            meta,
-            options,
-            token_texts,
-            free_bytes,
-        })
+        let meta_folder = meta_rm.map(MetaRm::open).transpose()?;
+        let meta_fp = meta_folder.as_ref().map(|m| m.fingerprint(cache)).transpose()?;
+        let fingerprints = Fingerprints::new(folder.fingerprint(cache)?, meta_fp);
+        Ok(Self { name: folder.name(), folder, cfg, tok, chat, fingerprints, meta_folder })
     }
 
-    /// The judge's identity for label specs: folder name and file fingerprint.
-    pub fn identity(&self) -> &str {
-        &self.identity
+    /// The judge's name: its folder's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    pub fn meta_identity(&self) -> Option<&str> {
-        self.meta.as_ref().map(MetaRm::identity)
+    /// The fingerprints of the judge's files and of the meta RM's, if one is loaded.
+    pub fn fingerprints(&self) -> &Fingerprints {
+        &self.fingerprints
     }
 
     pub fn config(&self) -> &ModelConfig {
-        self.model.config()
+        &self.cfg
+    }
+
+    /// Whether a spec can run on this judge at all: its token budget fits the context, and
+    /// meta-RM voting has a meta RM.
+    pub fn check_spec(&self, spec: &LabelSpec) -> Result<()> {
+        let context = self.cfg.max_position_embeddings;
+        if spec.max_new_tokens as usize >= context {
+            return Err(EngineError::Spec(format!(
+                "max_new_tokens {} does not fit the judge's context of {context} tokens, which must also hold the prompt",
+                spec.max_new_tokens
+            )));
+        }
+        if spec.uses_meta_rm() && self.meta_folder.is_none() {
+            return Err(EngineError::Spec("meta-RM voting needs a meta reward model, and none is loaded (--meta-rm DIR)".into()));
+        }
+        Ok(())
     }
 
     /// Render, tokenize and length-check an item's k prompts. A bad item is an error that
     /// names the item and the field, and never stops the others.
     pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
-        let key = ContentKey::of(&item, spec);
+        let key = ContentKey::of(&item, spec, &self.fingerprints);
         let item_seed = ContentKey::of_item(&item).seed_bits();
         let n = item.responses.len();
-        let limit = self.config().max_position_embeddings.saturating_sub(spec.max_new_tokens as usize);
+        let limit = self.cfg.max_position_embeddings.saturating_sub(spec.max_new_tokens as usize);
         let mut by_perm: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut prompts = Vec::new();
         let mut samples = Vec::with_capacity(spec.k as usize);
@@ -153,6 +152,71 @@ impl Judge {
             samples.push((perm, idx));
         }
         Ok(PreparedItem { item, key, item_seed, samples, prompts })
+    }
+}
+
+pub struct Judge {
+    model: Decoder,
+    prompter: Prompter,
+    score_vocab: ScoreVocab,
+    forced_prefix: Vec<u32>,
+    meta: Option<MetaRm>,
+    options: EngineOptions,
+    token_texts: Vec<String>,
+    /// Device bytes free after loading (CUDA only): what batches are sized against.
+    free_bytes: Option<usize>,
+}
+
+/// Batch size when neither the user nor device memory sets one (the CPU).
+const CPU_BATCH: usize = 32;
+/// Upper bound on sequences per batch, whatever the memory: the host does per-row work on
+/// every step, and past a few thousand rows the GPU is saturated anyway.
+const MAX_ROWS: usize = 4096;
+
+impl Judge {
+    /// Load a judge from a model folder, and a meta RM if given.
+    pub fn load(dir: &Path, meta_rm: Option<&Path>, options: EngineOptions) -> Result<Self> {
+        let prompter = Prompter::open(dir, meta_rm, &options.digest_cache)?;
+        Self::with_weights(prompter, options)
+    }
+
+    /// Load the weights of a judge whose folder is already open.
+    pub fn with_weights(prompter: Prompter, options: EngineOptions) -> Result<Self> {
+        let model = prompter.folder.decoder(&prompter.cfg, options.dtype, &options.device)?;
+        let token_texts = prompter.tok.token_texts();
+        let score_vocab = ScoreVocab::new(&token_texts);
+        let forced_prefix = prompter.tok.encode(template::forced_score_prefix(Default::default()), "the forced score prefix")?;
+        let meta = prompter.meta_folder.as_ref().map(|m| MetaRm::load(m, &options)).transpose()?;
+        let free_bytes = crate::device::free_memory(&options.device);
+        Ok(Self { model, prompter, score_vocab, forced_prefix, meta, options, token_texts, free_bytes })
+    }
+
+    /// The judge's name: its folder's name.
+    pub fn name(&self) -> &str {
+        self.prompter.name()
+    }
+
+    /// The fingerprints of the judge's files and of the meta RM's, if one is loaded.
+    pub fn fingerprints(&self) -> &Fingerprints {
+        self.prompter.fingerprints()
+    }
+
+    pub fn has_meta_rm(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// See [`Prompter::check_spec`].
+    pub fn check_spec(&self, spec: &LabelSpec) -> Result<()> {
+        self.prompter.check_spec(spec)
+    }
+
+    /// See [`Prompter::prepare`].
+    pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
+        self.prompter.prepare(item, spec)
     }
 
     /// Change the most sequences per batch (benchmarks sweep it without reloading).
@@ -196,7 +260,7 @@ impl Judge {
         let max_new = spec.max_new_tokens as usize;
         let generator = Generator {
             model: &self.model,
-            tok: &self.tok,
+            tok: &self.prompter.tok,
             token_texts: &self.token_texts,
             score_vocab: &self.score_vocab,
             forced_prefix: &self.forced_prefix,
@@ -275,7 +339,7 @@ impl Judge {
             .zip(per_item)
             .map(|(p, samples)| {
                 let verdict = aggregate(spec, p.item_seed, p.item.responses.len(), &samples);
-                VerdictRecord::new(&p.item, p.key.hex(), spec, verdict, samples)
+                VerdictRecord::new(&p.item, p.key.hex(), spec, self.fingerprints(), verdict, samples)
             })
             .collect();
         Ok((records, stats))

@@ -2,8 +2,8 @@
 //! Hugging Face folder with candle, and samples k judgements per item in batches.
 //!
 //! Layout, top-down:
-//! - [`judge`]: the entry point. `Judge::load`, `prepare` (render, tokenize, length-check
-//!   an item's k prompts) and `judge` (batched sampling, parsing, meta RM, aggregation).
+//! - [`judge`]: the entry point. `Prompter` (a judge before its weights: `prepare` renders,
+//!   tokenizes and length-checks an item's k prompts), `Judge::load` and `judge` (batched sampling, parsing, meta RM, aggregation).
 //! - [`generate`]: batched decoding with one prefill per distinct prompt shared by its
 //!   samples, per-sequence RNGs, stop tokens, the constrained score block ([`constraint`])
 //!   and compaction of finished rows; [`sampler`]: temperature / top-p, the same algorithm
@@ -13,7 +13,8 @@
 //! - [`profile`]: `VERDICT_PROFILE=1` phase timings.
 //! - [`model`]: the decoder forward (Qwen2, Qwen3, Llama 3, Gemma 2) over a preallocated KV
 //!   cache, with per-sequence positions and padding masks.
-//! - [`folder`], [`config`], [`tokenizer`], [`chat`]: reading a model folder.
+//! - [`folder`], [`config`], [`tokenizer`], [`chat`]: reading a model folder;
+//!   [`fingerprint`]: the content hash that names its weights.
 //! - [`meta_rm`]: the sequence-classification meta reward model.
 //! - [`synth`]: `verdict model init`, random-weight model folders for tests and demos.
 //! - [`device`]: picking CPU or CUDA.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod constraint;
 pub mod device;
 pub mod error;
+pub mod fingerprint;
 pub mod folder;
 pub mod generate;
 pub mod judge;
@@ -37,4 +39,5 @@ pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig};
 pub use error::EngineError;
-pub use judge::{EngineOptions, Judge, PreparedItem};
+pub use fingerprint::DigestCache;
+pub use judge::{EngineOptions, Judge, PreparedItem, Prompter};

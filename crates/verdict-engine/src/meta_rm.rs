@@ -18,27 +18,27 @@ pub struct MetaRm {
     model: Decoder,
     tok: Tok,
     chat: ChatTemplate,
-    identity: String,
 }
 
 impl MetaRm {
-    pub fn load(dir: &Path, options: &EngineOptions) -> Result<Self> {
+    /// Open a meta RM folder, checking that it holds a sequence classifier.
+    pub fn open(dir: &Path) -> Result<ModelFolder> {
         let folder = ModelFolder::open(dir)?;
-        let cfg = folder.config()?;
-        if !matches!(cfg.head, Head::SequenceClassification { .. }) {
+        if !matches!(folder.config()?.head, Head::SequenceClassification { .. }) {
             return Err(EngineError::config(
                 dir.join("config.json"),
                 "a meta RM must be a sequence classifier (architectures: [\"*ForSequenceClassification\"])",
             ));
         }
+        Ok(folder)
+    }
+
+    pub fn load(folder: &ModelFolder, options: &EngineOptions) -> Result<Self> {
+        let cfg = folder.config()?;
         let tok = folder.tokenizer(&cfg)?;
         let chat = folder.chat_template(&tok)?;
         let model = folder.decoder(&cfg, options.dtype, &options.device)?;
-        Ok(Self { identity: folder.identity()?, model, tok, chat })
-    }
-
-    pub fn identity(&self) -> &str {
-        &self.identity
+        Ok(Self { model, tok, chat })
     }
 
     /// Rate (judge prompt, judgement) pairs; `None` where the pair does not fit the meta

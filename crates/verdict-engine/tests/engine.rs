@@ -23,7 +23,7 @@ fn items(n: usize) -> Vec<Item> {
 }
 
 fn spec(judge: &Judge) -> LabelSpec {
-    LabelSpec { k: 3, max_new_tokens: 24, ..LabelSpec::new(judge.identity()) }
+    LabelSpec { k: 3, max_new_tokens: 24, ..LabelSpec::new(judge.name()) }
 }
 
 /// The first `n` test items, prepared for `judge` under `spec`.
@@ -118,11 +118,11 @@ fn meta_rm_scores_every_sample_and_filters_the_vote() {
     let s = LabelSpec {
         k: 4,
         aggregation: Aggregation::MetaRm { k_meta: Some(2) },
-        meta_rm: judge.meta_identity().map(str::to_string),
         ..spec(&judge)
     };
     let p = prepared(&judge, &s, 2);
     for r in judge.judge(&p, &s).unwrap() {
+        assert_eq!(r.meta_fingerprint.as_deref(), judge.fingerprints().meta_rm.as_deref(), "the verdict names the meta RM that voted");
         assert!(r.samples.iter().all(|s| s.meta_score.is_some_and(f32::is_finite)));
         assert_eq!(r.verdict.valid, 2, "meta-RM voting keeps k_meta samples");
     }
@@ -203,7 +203,7 @@ fn sharded_weights_load_like_one_file() {
     let a = Judge::load(&sharded, None, EngineOptions::cpu()).unwrap();
     let b = load(Arch::Gemma2, 32);
     let s = spec(&b);
-    let s_a = LabelSpec { judge: a.identity().to_string(), ..s.clone() };
+    let s_a = LabelSpec { judge: a.name().to_string(), ..s.clone() };
     let p = |j: &Judge, s: &LabelSpec| prepared(j, s, 2);
     let ra = a.judge(&p(&a, &s_a), &s_a).unwrap();
     let rb = b.judge(&p(&b, &s), &s).unwrap();
@@ -241,4 +241,41 @@ fn fixed_length_runs_every_sample_to_the_budget() {
     let (records, stats) = judge.judge_with(&p, &s, true).unwrap();
     assert_eq!(stats.generated_tokens, 8 * 20);
     assert!(records.iter().flat_map(|r| &r.samples).all(|x| x.completion_tokens == 20));
+}
+
+#[test]
+fn retrained_weights_of_the_same_shape_are_another_judge() {
+    use verdict_engine::synth::{init, InitOptions, Size};
+    use verdict_engine::{DigestCache, Prompter};
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |name: &str, seed: u64| init(&InitOptions { arch: Arch::Qwen2, size: Size::Tiny, out: tmp.path().join(name), seed, classifier: false, bf16: false, shards: 1 }).unwrap();
+    let (a, b) = (make("judge-a", 0), make("judge-b", 1));
+    let size = |d: &Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len();
+    assert_eq!(size(&a), size(&b), "same shapes, same file sizes");
+    for f in ["config.json", "tokenizer.json"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} is the same");
+    }
+    let cache = DigestCache::at(tmp.path().join("digests.json"));
+    let fa = Prompter::open(&a, None, &cache).unwrap().fingerprints().clone();
+    let fb = Prompter::open(&b, None, &cache).unwrap().fingerprints().clone();
+    assert_ne!(fa, fb, "other weights, another fingerprint");
+    assert_eq!(Prompter::open(&a, None, &DigestCache::none()).unwrap().fingerprints(), &fa, "stable across opens");
+
+    // Keys follow the weights, so resume and dedup never cross them.
+    let pa = Prompter::open(&a, None, &cache).unwrap();
+    let pb = Prompter::open(&b, None, &cache).unwrap();
+    let s = LabelSpec { k: 2, max_new_tokens: 24, ..LabelSpec::new("judge") };
+    let key = |p: &Prompter| p.prepare(items(1).remove(0), &s).unwrap().key;
+    assert_ne!(key(&pa), key(&pb));
+}
+
+#[test]
+fn a_spec_the_judge_cannot_run_is_refused_up_front() {
+    let judge = load(Arch::Qwen2, 4);
+    let context = judge.config().max_position_embeddings as u32;
+    let e = judge.check_spec(&LabelSpec { max_new_tokens: context, ..spec(&judge) }).unwrap_err().to_string();
+    assert!(e.contains(&format!("max_new_tokens {context}")) && e.contains("context"), "{e}");
+    let meta = LabelSpec { aggregation: Aggregation::MetaRm { k_meta: None }, ..spec(&judge) };
+    assert!(judge.check_spec(&meta).unwrap_err().to_string().contains("meta reward model"));
+    assert!(judge.check_spec(&spec(&judge)).is_ok());
 }

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 use verdict_core::{
     parse::ParseFailure, Aggregation, FieldError, FinishReason, Item, LabelSpec, Message, OnBudget, ParseStatus, Problem,
-    Prompt, Sample, TemplateVersion, Verdict, VerdictRecord,
+    Prompt, Sample, SpecLimits, TemplateVersion, Verdict, VerdictRecord,
 };
 
 use crate::v1;
@@ -74,8 +74,9 @@ pub fn item_to_wire(item: &Item) -> v1::Item {
     }
 }
 
-/// A wire spec to a validated core spec, zero values taking the documented defaults.
-pub fn spec_from_wire(w: &v1::LabelSpec) -> Result<LabelSpec, ConvertError> {
+/// A wire spec to a core spec validated within `limits`, zero values taking the documented
+/// defaults.
+pub fn spec_from_wire(w: &v1::LabelSpec, limits: &SpecLimits) -> Result<LabelSpec, ConvertError> {
     if w.judge.trim().is_empty() {
         return Err(ConvertError::Spec("`judge` is required: the name of the judge model workers serve".into()));
     }
@@ -102,9 +103,10 @@ pub fn spec_from_wire(w: &v1::LabelSpec) -> Result<LabelSpec, ConvertError> {
     };
     if v1::Aggregation::try_from(w.aggregation).unwrap_or_default() == v1::Aggregation::MetaRm {
         s.aggregation = Aggregation::MetaRm { k_meta: (w.k_meta != 0).then_some(w.k_meta) };
-        s.meta_rm = (!w.meta_rm.is_empty()).then(|| w.meta_rm.clone());
+    } else if w.k_meta != 0 {
+        return Err(ConvertError::Spec("k_meta is set but aggregation is not AGGREGATION_META_RM".into()));
     }
-    s.validate().map_err(|e| ConvertError::Spec(e.to_string()))?;
+    s.validate_within(limits).map_err(|e| ConvertError::Spec(e.to_string()))?;
     Ok(s)
 }
 
@@ -128,7 +130,6 @@ pub fn spec_to_wire(s: &LabelSpec) -> v1::LabelSpec {
             OnBudget::Force => v1::OnBudget::Force,
             OnBudget::Invalid => v1::OnBudget::Invalid,
         } as i32,
-        meta_rm: s.meta_rm.clone().unwrap_or_default(),
     }
 }
 
@@ -137,15 +138,24 @@ fn failure_to_wire(f: &ParseFailure) -> v1::ParseFailure {
         .ok()
         .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default();
-    v1::ParseFailure { reason, detail: f.to_string() }
+    let mut w = v1::ParseFailure { reason, detail: f.to_string(), ..Default::default() };
+    match f {
+        ParseFailure::NoScoreBlock => {}
+        ParseFailure::WrongCount { expected, got } => {
+            w.expected = *expected as u32;
+            w.got = *got as u32;
+        }
+        ParseFailure::NotInteger { value } => w.value = value.clone(),
+        ParseFailure::OutOfRange { value } => w.value = value.to_string(),
+    }
+    w
 }
 
 fn failure_from_wire(f: &v1::ParseFailure) -> ParseFailure {
-    // The detail carries the values; the reason alone is enough to count and filter.
     match f.reason.as_str() {
-        "wrong_count" => ParseFailure::WrongCount { expected: 0, got: 0 },
-        "not_integer" => ParseFailure::NotInteger { value: f.detail.clone() },
-        "out_of_range" => ParseFailure::OutOfRange { value: 0 },
+        "wrong_count" => ParseFailure::WrongCount { expected: f.expected as usize, got: f.got as usize },
+        "not_integer" => ParseFailure::NotInteger { value: f.value.clone() },
+        "out_of_range" => ParseFailure::OutOfRange { value: f.value.parse().unwrap_or(0) },
         _ => ParseFailure::NoScoreBlock,
     }
 }
@@ -244,6 +254,8 @@ pub fn record_to_wire(job_id: &str, r: &VerdictRecord) -> v1::VerdictRecord {
         verdict: Some(verdict_to_wire(&r.verdict)),
         samples: r.samples.iter().map(sample_to_wire).collect(),
         agrees_with_reference: r.agrees_with_reference,
+        fingerprint: r.fingerprint.clone(),
+        meta_fingerprint: r.meta_fingerprint.clone(),
     }
 }
 
@@ -260,6 +272,8 @@ pub fn record_from_wire(w: &v1::VerdictRecord) -> Result<VerdictRecord, FieldErr
         id: item.id.clone(),
         key: w.key.clone(),
         judge: w.judge.clone(),
+        fingerprint: w.fingerprint.clone(),
+        meta_fingerprint: w.meta_fingerprint.clone(),
         template: w.template.clone(),
         prompt: item.prompt.clone(),
         responses: item.responses.clone(),
@@ -294,11 +308,29 @@ mod tests {
 
     #[test]
     fn specs_round_trip_with_defaults() {
-        let s = spec_from_wire(&v1::LabelSpec { judge: "j".into(), ..Default::default() }).unwrap();
+        let limits = SpecLimits::default();
+        let s = spec_from_wire(&v1::LabelSpec { judge: "j".into(), ..Default::default() }, &limits).unwrap();
         assert_eq!(s, LabelSpec::new("j"));
-        assert_eq!(spec_from_wire(&spec_to_wire(&s)).unwrap(), s);
-        let greedy = spec_from_wire(&v1::LabelSpec { judge: "j".into(), k: 1, has_temperature: true, ..Default::default() }).unwrap();
+        assert_eq!(spec_from_wire(&spec_to_wire(&s), &limits).unwrap(), s);
+        let greedy = spec_from_wire(&v1::LabelSpec { judge: "j".into(), k: 1, has_temperature: true, ..Default::default() }, &limits).unwrap();
         assert_eq!(greedy.temperature, 0.0);
-        assert!(spec_from_wire(&v1::LabelSpec::default()).is_err());
+        assert!(spec_from_wire(&v1::LabelSpec::default(), &limits).is_err());
+        let big = v1::LabelSpec { judge: "j".into(), k: 100, ..Default::default() };
+        assert!(spec_from_wire(&big, &limits).unwrap_err().to_string().contains("k 100"));
+        assert_eq!(spec_from_wire(&big, &SpecLimits { max_k: 128 }).unwrap().k, 100);
+        let stray = v1::LabelSpec { judge: "j".into(), k_meta: 2, ..Default::default() };
+        assert!(spec_from_wire(&stray, &limits).unwrap_err().to_string().contains("k_meta"));
+    }
+
+    #[test]
+    fn parse_failures_keep_their_details_over_the_wire() {
+        for f in [
+            ParseFailure::NoScoreBlock,
+            ParseFailure::WrongCount { expected: 2, got: 3 },
+            ParseFailure::NotInteger { value: "7.5".into() },
+            ParseFailure::OutOfRange { value: 11 },
+        ] {
+            assert_eq!(failure_from_wire(&failure_to_wire(&f)), f);
+        }
     }
 }

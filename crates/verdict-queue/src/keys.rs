@@ -8,6 +8,8 @@ pub struct Keys {
     pub items: String,
     pub dead: String,
     pub cancelled: String,
+    /// Sorted set of the judge's workers by the time of their last heartbeat.
+    pub workers: String,
 }
 
 /// Judge names become part of key names: keep them to a safe alphabet.
@@ -26,6 +28,7 @@ impl Keys {
             items: format!("{prefix}:{{{judge}}}:items"),
             dead: format!("{prefix}:{{{judge}}}:dead"),
             cancelled: format!("{prefix}:{{{judge}}}:cancelled"),
+            workers: format!("{prefix}:{{{judge}}}:workers"),
         })
     }
 }

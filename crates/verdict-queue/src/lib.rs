@@ -8,6 +8,8 @@
 //! their results are committed in Postgres, and deleted on acknowledgement. An entry
 //! delivered more than `max_deliveries` times goes to `{prefix}:{judge}:dead` with its
 //! reason. Cancelled jobs are a set (`{prefix}:{judge}:cancelled`) that workers consult.
+//! Heartbeats keep `{prefix}:worker:{id}` alive and index the worker by time in
+//! `{prefix}:{judge}:workers`, so a judge's live workers are counted without a scan.
 //!
 //! All keys of one judge share the hash tag `{judge}`, so the Lua scripts (which touch
 //! several keys) work on Redis Cluster.
@@ -358,13 +360,28 @@ impl Queue {
         Ok(c.smembers(&k.cancelled).await?)
     }
 
-    /// Record that a worker is alive for `ttl` (workers heartbeat well within it).
+    /// Record that a worker is alive for `ttl` (workers heartbeat well within it), and
+    /// index it under its judge so a judge's live workers are counted without a scan.
     pub async fn register_worker(&self, worker: &WorkerInfo, ttl: Duration) -> Result<()> {
         let key = format!("{}:worker:{}", self.cfg.prefix, worker.id);
+        let k = self.keys(&worker.judge)?;
         let json = serde_json::to_string(worker).unwrap_or_default();
         let mut c = self.conn.clone();
-        let _: () = c.set_ex(key, json, ttl.as_secs().max(1)).await?;
+        let _: () = redis::pipe()
+            .cmd("SET").arg(&key).arg(json).arg("EX").arg(ttl.as_secs().max(1)).ignore()
+            .cmd("ZADD").arg(&k.workers).arg(worker.seen_at).arg(&worker.id).ignore()
+            // Forget workers silent for ten TTLs, so the set stays as small as the fleet.
+            .cmd("ZREMRANGEBYSCORE").arg(&k.workers).arg("-inf").arg(worker.seen_at.saturating_sub(10 * ttl.as_secs())).ignore()
+            .query_async(&mut c)
+            .await?;
         Ok(())
+    }
+
+    /// How many workers of `judge` were heard from within `ttl` before `now` (unix seconds).
+    pub async fn live_workers(&self, judge: &str, ttl: Duration, now: u64) -> Result<u64> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        Ok(c.zcount(&k.workers, now.saturating_sub(ttl.as_secs()), "+inf").await?)
     }
 
     /// Workers heard from within their TTL.
@@ -424,6 +441,11 @@ pub struct WorkerInfo {
     pub in_flight: u32,
     /// Unix seconds of the heartbeat.
     pub seen_at: u64,
+    /// Fingerprints of the weights it loads.
+    #[serde(default)]
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_fingerprint: Option<String>,
 }
 
 /// A dedicated connection for blocking reads.

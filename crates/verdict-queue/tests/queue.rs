@@ -131,7 +131,23 @@ async fn released_entries_are_reclaimable_at_once_and_workers_register() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].deliveries, 2);
 
-    let info = verdict_queue::WorkerInfo { id: "w1".into(), judge: "tiny".into(), device: "cpu".into(), in_flight: 3, seen_at: 1 };
+    let now = 1_000_000;
+    let worker = |id: &str, judge: &str, seen_at: u64| verdict_queue::WorkerInfo {
+        id: id.into(),
+        judge: judge.into(),
+        device: "cpu".into(),
+        in_flight: 3,
+        seen_at,
+        fingerprint: "f00d".into(),
+        meta_fingerprint: None,
+    };
+    let info = worker("w1", "tiny", now);
     q.register_worker(&info, Duration::from_secs(30)).await.unwrap();
     assert_eq!(q.workers().await.unwrap(), vec![info]);
+    // Live workers are counted per judge, and only those heard from within the TTL.
+    q.register_worker(&worker("w2", "tiny", now - 100), Duration::from_secs(30)).await.unwrap();
+    q.register_worker(&worker("w3", "other", now), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(q.live_workers("tiny", Duration::from_secs(30), now).await.unwrap(), 1);
+    assert_eq!(q.live_workers("other", Duration::from_secs(30), now).await.unwrap(), 1);
+    assert_eq!(q.live_workers("nobody", Duration::from_secs(30), now).await.unwrap(), 0);
 }

@@ -36,6 +36,10 @@ pub struct JobRow {
     pub sealed: bool,
     pub cancelled: bool,
     pub created_at: DateTime<Utc>,
+    /// When items last arrived.
+    pub submitted_at: DateTime<Utc>,
+    /// What went wrong with the job's submission, if anything ('' when nothing).
+    pub note: String,
 }
 
 impl JobRow {
@@ -65,17 +69,21 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<JobRow> {
         sealed: row.try_get("sealed")?,
         cancelled: row.try_get("cancelled")?,
         created_at: row.try_get("created_at")?,
+        submitted_at: row.try_get("submitted_at")?,
+        note: row.try_get("note")?,
     })
 }
+
+const COLUMNS: &str = "id, name, judge, spec, sealed, cancelled, created_at, submitted_at, note";
 
 impl Store {
     pub async fn create_job(&self, name: &str, spec: &LabelSpec) -> Result<JobRow> {
         let id = Uuid::new_v4();
         let spec_json = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, name, judge, spec) VALUES ($1, $2, $3, $4)
-             RETURNING id, name, judge, spec, sealed, cancelled, created_at",
-        )
+             RETURNING {COLUMNS}"
+        ))
         .bind(id)
         .bind(name)
         .bind(&spec.judge)
@@ -86,7 +94,7 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: Uuid) -> Result<JobRow> {
-        let row = sqlx::query("SELECT id, name, judge, spec, sealed, cancelled, created_at FROM jobs WHERE id = $1")
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -97,9 +105,9 @@ impl Store {
     /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page.
     pub async fn list_jobs(&self, limit: i64, before: Option<(DateTime<Utc>, Uuid)>) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(
-            "SELECT id, name, judge, spec, sealed, cancelled, created_at FROM jobs
+            &format!("SELECT {COLUMNS} FROM jobs
              WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
-             ORDER BY created_at DESC, id DESC LIMIT $3",
+             ORDER BY created_at DESC, id DESC LIMIT $3"),
         )
         .bind(before.map(|b| b.0))
         .bind(before.map(|b| b.1))
@@ -112,6 +120,35 @@ impl Store {
     pub async fn seal_job(&self, id: Uuid) -> Result<()> {
         sqlx::query("UPDATE jobs SET sealed = TRUE WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Items arrived just now: an open job with recent submissions is not idle.
+    pub async fn touch_submission(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE jobs SET submitted_at = now() WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Record what went wrong with a job's submission (shown with the job).
+    pub async fn note_job(&self, id: Uuid, note: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET note = $2 WHERE id = $1").bind(id).bind(note).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Seal open jobs that received no items for `idle_secs`, saying so in their note: a
+    /// submission that broke off, or a `keep_open` job nobody came back to, must not stay
+    /// open (and never done) forever. Returns the jobs sealed.
+    pub async fn seal_idle_jobs(&self, idle_secs: f64) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET sealed = TRUE,
+                    note = CASE WHEN note = '' THEN '' ELSE note || '; ' END
+                           || format('sealed after %s s without new items', round($1::numeric))
+             WHERE NOT sealed AND NOT cancelled AND submitted_at < now() - make_interval(secs => $1)
+             RETURNING id",
+        )
+        .bind(idle_secs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get::<Uuid, _>("id")?)).collect()
     }
 
     /// Cancel a job: its queued items become cancelled; stored verdicts stay.

@@ -7,18 +7,20 @@
 //! two-dimensional array would flatten it.
 //!
 //! Layout: [`jobs`] (create, list, seal, cancel, progress), [`items`] (insert, dedup,
-//! queue bookkeeping), [`results`] (recording verdicts and failures), [`read`] (verdict
+//! queue bookkeeping), [`judges`] (which weights a judge name stands for), [`results`] (recording verdicts and failures), [`read`] (verdict
 //! records back out, with filters).
 
 pub mod items;
 pub mod jobs;
+pub mod judges;
 pub mod read;
 pub mod results;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use items::{NewItem, StaleItem};
+pub use items::{Inserted, NewItem, StaleItem};
 pub use jobs::{JobRow, JobState, Progress};
+pub use judges::JudgeRow;
 pub use read::VerdictFilter;
 pub use results::{Failure, FailureKind, Outcome};
 
@@ -34,6 +36,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} not found")]
     NotFound(String),
+    /// The request contradicts what is stored (e.g. other weights for a bound judge).
+    #[error("{0}")]
+    Conflict(String),
     #[error("stored {what} is unreadable: {problem}")]
     Corrupt { what: String, problem: String },
 }

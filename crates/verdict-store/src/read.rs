@@ -89,6 +89,8 @@ fn record_from_row(r: &PgRow, samples: Vec<Sample>) -> Result<VerdictRecord> {
         id: item.id.clone(),
         key: r.try_get("key")?,
         judge: r.try_get("judge")?,
+        fingerprint: r.try_get("fingerprint")?,
+        meta_fingerprint: r.try_get("meta_fingerprint")?,
         template: r.try_get("template")?,
         prompt: item.prompt,
         responses: item.responses,
@@ -117,7 +119,7 @@ impl Store {
     /// Verdicts of a job matching the filter, in item-id order.
     pub async fn query_verdicts(&self, job_id: Uuid, f: &VerdictFilter, only_item: Option<&str>) -> Result<Vec<VerdictRecord>> {
         let rows = sqlx::query(
-            "SELECT v.item_id, v.key, v.judge, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, i.item
+            "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, i.item
              FROM verdicts v JOIN items i ON i.job_id = v.job_id AND i.item_id = v.item_id
              WHERE v.job_id = $1
                AND ($2::int IS NULL OR v.winner = $2)

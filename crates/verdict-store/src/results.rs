@@ -89,6 +89,8 @@ struct VerdictColumns {
     item: Vec<String>,
     key: Vec<String>,
     judge: Vec<String>,
+    fingerprint: Vec<String>,
+    meta_fingerprint: Vec<Option<String>>,
     template: Vec<String>,
     summed: Vec<String>,
     mean: Vec<String>,
@@ -135,6 +137,8 @@ impl Store {
                     v.item.push(r.id.clone());
                     v.key.push(r.key.clone());
                     v.judge.push(r.judge.clone());
+                    v.fingerprint.push(r.fingerprint.clone());
+                    v.meta_fingerprint.push(r.meta_fingerprint.clone());
                     v.template.push(r.template.clone());
                     v.summed.push(array_literal(&vd.summed));
                     v.mean.push(array_literal(&vd.mean));
@@ -157,12 +161,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if !v.job.is_empty() {
             sqlx::query(
-                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker)
-                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[])
-                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker)
+                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint)
+                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[], $14::text[], $15::text[])
+                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint)
                  ON CONFLICT (job_id, item_id) DO UPDATE SET
-                   key = EXCLUDED.key, judge = EXCLUDED.judge, template = EXCLUDED.template, summed = EXCLUDED.summed,
+                   key = EXCLUDED.key, judge = EXCLUDED.judge, fingerprint = EXCLUDED.fingerprint, meta_fingerprint = EXCLUDED.meta_fingerprint,
+                   template = EXCLUDED.template, summed = EXCLUDED.summed,
                    mean = EXCLUDED.mean, winner = EXCLUDED.winner, margin = EXCLUDED.margin, tie = EXCLUDED.tie,
                    valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker",
             )
@@ -179,6 +184,8 @@ impl Store {
             .bind(&v.valid)
             .bind(&v.agreement)
             .bind(&v.worker)
+            .bind(&v.fingerprint)
+            .bind(&v.meta_fingerprint)
             .execute(&mut *tx)
             .await?;
             sqlx::query(

@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 
 use uuid::Uuid;
-use verdict_core::{aggregate, ContentKey, FinishReason, Item, LabelSpec, ParseFailure, ParseStatus, Sample, VerdictRecord};
-use verdict_store::{Failure, FailureKind, NewItem, Outcome, Store, VerdictFilter};
+use verdict_core::{aggregate, ContentKey, FinishReason, Fingerprints, Item, LabelSpec, ParseFailure, ParseStatus, Sample, VerdictRecord};
+use verdict_store::{Failure, FailureKind, Inserted, NewItem, Outcome, Store, StoreError, VerdictFilter};
 use verdict_testkit::{unique, Postgres};
 
 static PG: OnceLock<Postgres> = OnceLock::new();
@@ -19,13 +19,20 @@ fn item(i: usize) -> Item {
     Item::from_json_line(&format!(r#"{{"id":"i{i:02}","prompt":"p{i}","chosen":"good {i}","rejected":"bad"}}"#)).unwrap()
 }
 
+fn weights() -> Fingerprints {
+    Fingerprints::new("f00d", None)
+}
+
+fn new_item(spec: &LabelSpec, it: Item) -> NewItem {
+    NewItem { item_id: it.id.clone(), key: ContentKey::of(&it, spec, &weights()).hex(), content: ContentKey::of_item(&it).hex(), item: it }
+}
+
 fn new_items(spec: &LabelSpec, range: std::ops::Range<usize>) -> Vec<NewItem> {
-    range
-        .map(|i| {
-            let it = item(i);
-            NewItem { item_id: it.id.clone(), key: ContentKey::of(&it, spec).hex(), item: it }
-        })
-        .collect()
+    range.map(|i| new_item(spec, item(i))).collect()
+}
+
+fn ids_of(outcome: &[(String, Inserted)], which: &Inserted) -> Vec<String> {
+    outcome.iter().filter(|(_, o)| o == which).map(|(id, _)| id.clone()).collect()
 }
 
 fn record(spec: &LabelSpec, it: &Item, scores: &[[u8; 2]]) -> VerdictRecord {
@@ -36,7 +43,7 @@ fn record(spec: &LabelSpec, it: &Item, scores: &[[u8; 2]]) -> VerdictRecord {
         .chain(std::iter::once(Sample::from_generation(9, vec![0, 1], "no scores".into(), FinishReason::Eos, false, 100, 3)))
         .collect();
     let verdict = aggregate(spec, ContentKey::of_item(it).seed_bits(), 2, &samples);
-    VerdictRecord::new(it, ContentKey::of(it, spec).hex(), spec, verdict, samples)
+    VerdictRecord::new(it, ContentKey::of(it, spec, &weights()).hex(), spec, &weights(), verdict, samples)
 }
 
 #[tokio::test]
@@ -46,8 +53,14 @@ async fn jobs_items_results_round_trip() {
     let job = s.create_job("first", &spec).await.unwrap();
     assert_eq!(s.get_job(job.id).await.unwrap().spec, spec);
     let new = s.insert_items(job.id, &new_items(&spec, 0..5)).await.unwrap();
-    assert_eq!(new.len(), 5);
-    assert!(s.insert_items(job.id, &new_items(&spec, 3..6)).await.unwrap() == vec!["i05".to_string()], "re-sent ids are left alone");
+    assert_eq!(ids_of(&new, &Inserted::New).len(), 5);
+    let again = s.insert_items(job.id, &new_items(&spec, 3..6)).await.unwrap();
+    assert_eq!(ids_of(&again, &Inserted::New), ["i05"], "re-sent ids are left alone");
+    assert_eq!(ids_of(&again, &Inserted::Present { queued: true, has_entry: false }), ["i03", "i04"]);
+    let mut other = item(7);
+    other.id = "i01".into();
+    let conflict = s.insert_items(job.id, &[new_item(&spec, other)]).await.unwrap();
+    assert_eq!(conflict, [("i01".to_string(), Inserted::Conflict)], "an id reused with other content is told apart");
     let p = s.progress(job.id).await.unwrap();
     assert_eq!((p.total, p.queued), (6, 6));
 
@@ -83,7 +96,7 @@ async fn dedup_answers_from_stored_verdicts_of_the_same_key() {
     s.record(&[Outcome::Verdict { job_id: a.id, record: Box::new(r.clone()), worker: "w".into() }]).await.unwrap();
 
     let b = s.create_job("b", &spec).await.unwrap();
-    let ids = s.insert_items(b.id, &new_items(&spec, 0..3)).await.unwrap();
+    let ids = ids_of(&s.insert_items(b.id, &new_items(&spec, 0..3)).await.unwrap(), &Inserted::New);
     let answered = s.dedup(b.id, &ids).await.unwrap();
     assert_eq!(answered, vec!["i00".to_string()]);
     let copy = s.get_verdict(b.id, "i00").await.unwrap();
@@ -91,13 +104,19 @@ async fn dedup_answers_from_stored_verdicts_of_the_same_key() {
     assert_eq!(copy.samples, r.samples);
     let p = s.progress(b.id).await.unwrap();
     assert_eq!((p.done, p.deduplicated, p.queued), (1, 1, 2));
-    assert_eq!(s.still_queued(b.id, &ids).await.unwrap().len(), 2);
+    assert_eq!(copy.fingerprint, "f00d", "the copy names the weights that produced it");
 
     // Another spec (another seed) is another key: no reuse.
     let other = LabelSpec { seed: 5, ..spec.clone() };
     let c = s.create_job("c", &other).await.unwrap();
-    let ids = s.insert_items(c.id, &new_items(&other, 0..1)).await.unwrap();
+    let ids = ids_of(&s.insert_items(c.id, &new_items(&other, 0..1)).await.unwrap(), &Inserted::New);
     assert!(s.dedup(c.id, &ids).await.unwrap().is_empty());
+    // Nor do other weights under the same judge name.
+    let d = s.create_job("d", &spec).await.unwrap();
+    let it = item(0);
+    let retrained = NewItem { key: ContentKey::of(&it, &spec, &Fingerprints::new("beef", None)).hex(), ..new_item(&spec, it) };
+    s.insert_items(d.id, &[retrained]).await.unwrap();
+    assert!(s.dedup(d.id, &["i00".to_string()]).await.unwrap().is_empty(), "dedup never crosses fingerprints");
 }
 
 #[tokio::test]
@@ -147,4 +166,100 @@ async fn cancel_seal_list_and_stale_claims() {
     assert_eq!(stale.len(), 3, "queued items of live jobs only");
     assert_eq!(stale.iter().find(|x| x.item_id == "i00").unwrap().entry_id.as_deref(), Some("1-0"));
     assert!(s.claim_stale(0.2, 100).await.unwrap().is_empty(), "a claim marks them touched");
+}
+
+#[tokio::test]
+async fn a_judge_name_keeps_its_weights_while_it_has_a_backlog() {
+    let s = store().await;
+    let (old, new) = (Fingerprints::new("aaaa1111", None), Fingerprints::new("bbbb2222", Some("cccc3333".into())));
+    let bound = s.bind_judge("tiny", &old, Some(2048)).await.unwrap();
+    assert_eq!((bound.fingerprints.clone(), bound.context_length), (old.clone(), Some(2048)));
+    assert_eq!(s.bind_judge("tiny", &old, None).await.unwrap().context_length, Some(2048), "heartbeats confirm");
+
+    let spec = LabelSpec::new("tiny");
+    let job = s.create_job("j", &spec).await.unwrap();
+    s.insert_items(job.id, &new_items(&spec, 0..2)).await.unwrap();
+    match s.bind_judge("tiny", &new, Some(2048)).await {
+        Err(StoreError::Conflict(m)) => {
+            assert!(m.contains("aaaa1111") && m.contains("bbbb2222") && m.contains("cccc3333"), "{m}");
+            assert!(m.contains("2 of its items"), "{m}");
+        }
+        other => panic!("other weights were accepted while items wait: {other:?}"),
+    }
+    assert_eq!(s.judge("tiny").await.unwrap().unwrap().fingerprints, old);
+    // Another name is free, whatever its weights.
+    assert!(s.bind_judge("tiny-v2", &new, None).await.is_ok());
+    // Once the backlog is gone, the name follows the new weights.
+    s.cancel_job(job.id).await.unwrap();
+    assert_eq!(s.judge_backlog("tiny").await.unwrap(), 0);
+    assert_eq!(s.bind_judge("tiny", &new, None).await.unwrap().fingerprints, new);
+    assert_eq!(s.judges().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn idle_open_jobs_are_sealed_with_a_note() {
+    let s = store().await;
+    let spec = LabelSpec::new("tiny");
+    let open = s.create_job("broken", &spec).await.unwrap();
+    let fresh = s.create_job("fresh", &spec).await.unwrap();
+    s.note_job(open.id, "submission broke off after 3 items").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    s.touch_submission(fresh.id).await.unwrap();
+    assert_eq!(s.seal_idle_jobs(0.3).await.unwrap(), vec![open.id]);
+    let j = s.get_job(open.id).await.unwrap();
+    assert!(j.sealed);
+    assert!(j.note.starts_with("submission broke off after 3 items; sealed after"), "{}", j.note);
+    assert!(!s.get_job(fresh.id).await.unwrap().sealed);
+}
+
+/// Rows a plan read, summed over its nodes: what it returned plus what its filters dropped.
+fn rows_touched(plan: &serde_json::Value) -> f64 {
+    let node = |k: &str| plan.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let own = (node("Actual Rows") + node("Rows Removed by Filter") + node("Rows Removed by Index Recheck")) * node("Actual Loops").max(1.0);
+    own + plan.get("Plans").and_then(serde_json::Value::as_array).map(|p| p.iter().map(rows_touched).sum()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn per_message_statements_touch_only_the_message_rows_whatever_the_job_size() {
+    use verdict_store::items::per_message;
+    let s = store().await;
+    let spec = LabelSpec::new("tiny");
+    let big = s.create_job("big", &spec).await.unwrap();
+    // A job of 30,000 queued items, as a large submission leaves it.
+    for chunk in (0..30_000).collect::<Vec<usize>>().chunks(5_000) {
+        let items: Vec<NewItem> = chunk.iter().map(|&i| new_item(&spec, Item::from_json_line(&format!(r#"{{"id":"b{i:06}","prompt":"p{i}","responses":["x","y"]}}"#)).unwrap())).collect();
+        s.insert_items(big.id, &items).await.unwrap();
+    }
+    let msg: Vec<NewItem> = ["b000007", "b029999", "new-1", "new-2"]
+        .iter()
+        .map(|id| new_item(&spec, Item::from_json_line(&format!(r#"{{"id":"{id}","prompt":"p","responses":["x","y"]}}"#)).unwrap()))
+        .collect();
+    let ids: Vec<String> = msg.iter().map(|m| m.item_id.clone()).collect();
+    let keys: Vec<String> = msg.iter().map(|m| m.key.clone()).collect();
+    let contents: Vec<String> = msg.iter().map(|m| m.content.clone()).collect();
+    let json: Vec<serde_json::Value> = msg.iter().map(|m| serde_json::to_value(&m.item).unwrap()).collect();
+    let entries: Vec<String> = ids.iter().map(|_| "1-0".to_string()).collect();
+    // Right after a large insert the planner's statistics are stale (that is when a plan
+    // over `(job_id, state)` walks the whole job); after ANALYZE they are not. Both count.
+    for (analyzed, (name, sql)) in [false, true]
+        .into_iter()
+        .flat_map(|a| [("insert", per_message::INSERT), ("dedup", per_message::DEDUP), ("set entry ids", per_message::SET_ENTRY_IDS)].map(|x| (a, x)))
+    {
+        if analyzed {
+            sqlx::query("ANALYZE items").execute(s.pool()).await.unwrap();
+        }
+        // EXPLAIN ANALYZE runs the statement: inside a transaction rolled back.
+        let mut tx = s.pool().begin().await.unwrap();
+        let text = format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}");
+        let q = sqlx::query_scalar::<_, serde_json::Value>(&text).bind(big.id).bind(&ids);
+        let q = match name {
+            "insert" => q.bind(&keys).bind(&contents).bind(&json),
+            "set entry ids" => q.bind(&entries),
+            _ => q,
+        };
+        let plan = q.fetch_one(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let touched = rows_touched(&plan[0]["Plan"]);
+        assert!(touched <= 100.0, "{name} (analyzed: {analyzed}) touched {touched} rows for a message of 4 items in a job of 30,000: {plan:#}");
+    }
 }

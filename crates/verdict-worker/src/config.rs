@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use verdict_core::Fingerprints;
 use verdict_queue::QueueConfig;
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,11 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// "cpu", "cuda:0", ... (reported in heartbeats).
     pub device: String,
+    /// The weights this worker loads: the judge name is bound to them (reported in every
+    /// heartbeat and report).
+    pub fingerprints: Fingerprints,
+    /// The judge's context length in tokens (reported in heartbeats).
+    pub context_length: u32,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -45,6 +51,8 @@ impl WorkerConfig {
             reclaim_every: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(120),
             device: "cpu".into(),
+            fingerprints: Fingerprints::default(),
+            context_length: 0,
             metrics_listen: None,
         }
     }

@@ -43,6 +43,15 @@ pub fn process(judge: &Judge, entries: &[Entry], cancelled: &HashSet<String>, ma
     }
     let (mut samples, mut tokens) = (0u64, 0u64);
     for (spec, group) in groups.into_values() {
+        // A spec this judge cannot run (a budget beyond its context, meta-RM voting without
+        // a meta RM) fails every item of it the same way; retrying elsewhere would not help,
+        // since every worker of a judge name loads the same weights.
+        if let Err(e) = judge.check_spec(&spec) {
+            for entry in group {
+                results.push(failure(entry, Kind::Rejected, "spec", e.to_string(), entry.deliveries));
+            }
+            continue;
+        }
         let mut prepared = Vec::with_capacity(group.len());
         let mut owners = Vec::with_capacity(group.len());
         for e in group {

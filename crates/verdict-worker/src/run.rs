@@ -25,6 +25,11 @@ pub enum WorkerError {
     Engine(#[from] EngineError),
     #[error("metrics endpoint: {0}")]
     Metrics(std::io::Error),
+    #[error("{0}")]
+    Unreachable(String),
+    /// The coordinator refused this worker's weights for its judge name.
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
 }
 
 /// What a worker did before it stopped.
@@ -37,6 +42,8 @@ pub struct WorkerStats {
 
 struct Held {
     ids: Mutex<Vec<String>>,
+    /// Set when the coordinator refused our weights: stop leasing, then exit with it.
+    refused: Mutex<Option<String>>,
 }
 
 impl Held {
@@ -46,11 +53,53 @@ impl Held {
     fn get(&self) -> Vec<String> {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    fn refuse(&self, why: String) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+    fn refused(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn heartbeat_request(cfg: &WorkerConfig, in_flight: usize) -> v1::HeartbeatRequest {
+    v1::HeartbeatRequest {
+        worker_id: cfg.worker_id.clone(),
+        judge: cfg.judge.clone(),
+        in_flight: in_flight as u32,
+        device: cfg.device.clone(),
+        fingerprint: cfg.fingerprints.judge.clone(),
+        meta_fingerprint: cfg.fingerprints.meta_rm.clone(),
+        context_length: cfg.context_length,
+    }
+}
+
+/// The first heartbeat binds the judge name to our weights, or is refused. Until it is
+/// answered nothing is leased: work done with weights the coordinator would refuse is
+/// wasted. A coordinator that is down is waited for (it may be starting too).
+async fn register(cfg: &WorkerConfig, coordinator: &Coordinator, stop: &watch::Receiver<bool>) -> Result<bool, WorkerError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match coordinator.heartbeat(heartbeat_request(cfg, 0)).await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.code() == tonic::Code::FailedPrecondition || e.code() == tonic::Code::InvalidArgument => {
+                return Err(WorkerError::Refused(e.message().to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(coordinator = %cfg.coordinator, error = %e.message(), "cannot reach the coordinator; retrying");
+                if *stop.borrow() {
+                    return Ok(false);
+                }
+                backoff.wait().await;
+            }
+        }
+    }
 }
 
 /// Run until `shutdown` resolves, then drain.
 pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<WorkerStats, WorkerError> {
-    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone()).await?;
+    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone())
+        .await
+        .map_err(|e| WorkerError::Unreachable(format!("cannot reach Redis at {}: {e}", verdict_core::redact::url(&cfg.redis_url))))?;
     let coordinator = Coordinator::new(&cfg.coordinator).map_err(|e| WorkerError::Coordinator(cfg.coordinator.clone(), e))?;
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -68,7 +117,10 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         tracing::info!(%bound, "worker metrics");
     }
 
-    let held = Arc::new(Held { ids: Mutex::new(Vec::new()) });
+    if !register(&cfg, &coordinator, &stop_rx).await? {
+        return Ok(WorkerStats::default());
+    }
+    let held = Arc::new(Held { ids: Mutex::new(Vec::new()), refused: Mutex::new(None) });
     let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
     let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), stop_rx.clone()));
 
@@ -90,7 +142,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     let mut last_reclaim = Instant::now() - cfg.reclaim_every;
     tracing::info!(worker = %cfg.worker_id, judge = %cfg.judge, items_per_batch = per_batch, "worker started");
 
-    while !*stop_rx.borrow() {
+    while !*stop_rx.borrow() && held.refused().is_none() {
         let leased: Result<Vec<Entry>, QueueError> = if last_reclaim.elapsed() >= cfg.reclaim_every {
             last_reclaim = Instant::now();
             match queue.reclaim(&cfg.judge, &cfg.worker_id, per_batch).await {
@@ -140,12 +192,25 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
 
         // Report until it is stored: the coordinator may be restarting. After shutdown
         // begins, keep trying only until the drain timeout, then release the entries.
-        let req = v1::ReportResultsRequest { worker_id: cfg.worker_id.clone(), judge: cfg.judge.clone(), results: processed.results };
+        let req = v1::ReportResultsRequest {
+            worker_id: cfg.worker_id.clone(),
+            judge: cfg.judge.clone(),
+            results: processed.results,
+            fingerprint: cfg.fingerprints.judge.clone(),
+            meta_fingerprint: cfg.fingerprints.meta_rm.clone(),
+        };
         let deadline = Instant::now() + cfg.drain_timeout;
         let mut backoff = Backoff::new();
         let reported = loop {
             match coordinator.report(req.clone()).await {
                 Ok(_) => break true,
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    // Our weights are not the judge's (it was rebound): nothing we judge
+                    // will be accepted. Hand the batch back and stop.
+                    tracing::error!(error = %e.message(), "results refused for these weights; releasing the batch and stopping");
+                    held.refuse(e.message().to_string());
+                    break false;
+                }
                 Err(e) if !retryable(&e) => {
                     // The coordinator refuses this report as it is; retrying will not help.
                     // Release the entries: redelivery ends in the dead letters if it persists.
@@ -174,6 +239,10 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         }
         held.set(Vec::new());
     }
+    if let Some(why) = held.refused() {
+        heartbeat.abort();
+        return Err(WorkerError::Refused(why));
+    }
     let _ = heartbeat.await;
     tracing::info!(worker = %cfg.worker_id, reported = stats.items_reported, "worker stopped");
     Ok(stats)
@@ -198,9 +267,12 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         if let Err(e) = queue.touch(&cfg.judge, &cfg.worker_id, &ids).await {
             tracing::warn!(error = %e, "refreshing leases failed");
         }
-        let req = v1::HeartbeatRequest { worker_id: cfg.worker_id.clone(), judge: cfg.judge.clone(), in_flight: ids.len() as u32, device: cfg.device.clone() };
-        match coordinator.heartbeat(req).await {
+        match coordinator.heartbeat(heartbeat_request(&cfg, ids.len())).await {
             Ok(r) => *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect(),
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                tracing::error!(error = %e.message(), "the coordinator refused this worker's weights; stopping after the batch in hand");
+                held.refuse(e.message().to_string());
+            }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
     }

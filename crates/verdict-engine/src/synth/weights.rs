@@ -136,6 +136,10 @@ pub fn write(cfg: &ModelConfig, opts: &InitOptions) -> Result<()> {
         }
         let path = opts.out.join(&file);
         candle_core::safetensors::save(&map, &path).map_err(|e| EngineError::Synth(format!("{}: {e}", path.display())))?;
+        // The safetensors writer creates its file owner-only (0600); a model folder is
+        // shared data, readable like every other file in it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(|source| EngineError::Io { path: path.clone(), source })?;
     }
     if shards > 1 {
         let index = serde_json::json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map});
