@@ -53,5 +53,9 @@ pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
 
 /// Whether an error is only a reader that went away (stdout closed).
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    // serde_json wraps the io error of the writer it was given, and hides it from `source`.
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == pipe || c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind) == pipe
+    })
 }

@@ -72,6 +72,9 @@ pub struct CoordinatorArgs {
     /// Seconds an open job may go without new items before it is sealed (a submission that broke off).
     #[arg(long, env = "VERDICT_OPEN_JOB_TIMEOUT", default_value_t = 900)]
     open_job_timeout: u64,
+    /// Seconds between sweeps for lost queue entries and idle open jobs.
+    #[arg(long, env = "VERDICT_SWEEP_EVERY", default_value_t = 10)]
+    sweep_every: u64,
 }
 
 #[derive(Args)]
@@ -135,6 +138,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
     cfg.spec_limits = verdict_core::SpecLimits { max_k: args.max_k };
     cfg.open_job_timeout = Duration::from_secs(args.open_job_timeout);
+    cfg.sweep_every = Duration::from_secs(args.sweep_every.max(1));
     let running = verdict_coordinator::run(cfg, shutdown_signal()).await.context("starting the coordinator")?;
     note(format!("coordinator listening on {}", running.addr));
     if let Some(m) = running.metrics_addr {
@@ -183,7 +187,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
     cfg.fingerprints = judge.fingerprints().clone();
     cfg.context_length = judge.config().max_position_embeddings as u32;
-    note(format!("worker {} serving judge {judge_name} (weights {}) on {}", cfg.worker_id, judge.fingerprints().short(), args.device));
+    let meta = judge.fingerprints().meta_rm.as_deref().map(|m| format!(", meta RM {m}")).unwrap_or_default();
+    note(format!("worker {} serving judge {judge_name} (weights {}{meta}) on {}", cfg.worker_id, judge.fingerprints().judge, args.device));
     let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;
     note(format!("worker stopped: {} item(s) reported, {} released", stats.items_reported, stats.released));
     Ok(())

@@ -93,11 +93,17 @@ const BAD: &str = r#"{"id":"ok-1","prompt":"p","chosen":"c","rejected":"r"}
 {"id":"ok-2","messages":[{"role":"user","content":"q"}],"responses":["x","y","z"]}
 "#;
 
+fn too_long() -> String {
+    format!(r#"{{"id":"too-long","prompt":"{}","responses":["a","b"]}}"#, "word ".repeat(4000))
+}
+
 #[test]
 fn bad_lines_stop_the_run_with_line_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("bad.jsonl");
-    std::fs::write(&input, BAD).unwrap();
+    // A prompt too long for the judge is found in the same up-front scan as the rest,
+    // even after lines that are fine.
+    std::fs::write(&input, format!("{BAD}{}\n", too_long())).unwrap();
     let out = tmp.path().join("v.jsonl");
     let o = label(&input, &out, &[]);
     assert!(!o.status.success());
@@ -106,16 +112,29 @@ fn bad_lines_stop_the_run_with_line_and_field() {
     assert!(e.contains("line 3 (id no-rejected): field `rejected` is missing"), "{e}");
     assert!(e.contains("line 4 (id zero): field `responses` must hold at least one response"), "{e}");
     assert!(e.contains("line 5 (id number): field `responses[1]` expected a string, got a number"), "{e}");
-    assert!(e.contains("4 bad line(s)"), "{e}");
-    assert!(!out.exists() || std::fs::read_to_string(&out).unwrap().is_empty(), "nothing is labeled from a bad file");
+    assert!(e.contains("line 8 (id too-long): field `prompt` has") && e.contains("tokens"), "{e}");
+    assert!(e.contains("5 bad line(s)"), "{e}");
+    assert!(!out.exists(), "nothing is written from a bad file");
+}
+
+#[test]
+fn an_empty_or_blank_file_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in [("empty.jsonl", ""), ("blank.jsonl", "\n \n")] {
+        let input = tmp.path().join(name);
+        std::fs::write(&input, text).unwrap();
+        let out = tmp.path().join(format!("{name}.out.jsonl"));
+        let o = label(&input, &out, &[]);
+        assert!(!o.status.success() && stderr(&o).contains("has no items: it is empty or holds only blank lines"), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
 }
 
 #[test]
 fn skip_invalid_writes_rejects_and_labels_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("bad.jsonl");
-    let long = format!(r#"{{"id":"too-long","prompt":"{}","responses":["a","b"]}}"#, "word ".repeat(4000));
-    std::fs::write(&input, format!("{BAD}{long}\n")).unwrap();
+    std::fs::write(&input, format!("{BAD}{}\n", too_long())).unwrap();
     let out = tmp.path().join("v.jsonl");
     let o = label(&input, &out, &["--skip-invalid"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -129,6 +148,7 @@ fn skip_invalid_writes_rejects_and_labels_the_rest() {
     );
     assert!(rejects[4]["error"].as_str().unwrap().contains("tokens"), "{}", rejects[4]);
     assert!(rejects[1]["input"].as_str().unwrap().contains("no-rejected"), "the rejected line is kept whole");
+    assert_eq!(rejects[4]["input"].as_str().unwrap(), too_long(), "a line too long for the judge is kept too");
 }
 
 #[test]
@@ -191,4 +211,100 @@ fn ctrl_c_keeps_a_valid_file_and_the_rerun_finishes() {
     let ids: std::collections::HashSet<_> = read_lines(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 60);
     assert_eq!(read_lines(&out).len(), 60, "each item exactly once");
+}
+
+/// A random model of the tiny shape with other weights (another seed).
+fn retrained(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("retrained");
+    assert!(bin().args(["model", "init", "--seed", "1", "--out"]).arg(&out).status().unwrap().success());
+    out
+}
+
+#[test]
+fn other_weights_of_the_same_shape_do_not_resume_an_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("v.jsonl");
+    assert!(label(&examples(), &out, &[]).status.success());
+    let first = read_lines(&out);
+    let other = retrained(tmp.path());
+    let o = bin().arg("label").arg(examples()).arg("-o").arg(&out).arg("--model").arg(&other).args(["--k", "2", "--max-new-tokens", "24"]).output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    let fp = first[0]["fingerprint"].as_str().unwrap();
+    assert!(e.contains("judged by other weights") && e.contains(fp), "{e}");
+    assert_eq!(read_lines(&out), first, "the output is left as it was");
+}
+
+/// Rows of a Parquet file as JSON lines, through arrow.
+fn parquet_rows(path: &Path) -> Vec<Value> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+        w.write_batches(&[&batch.unwrap()]).unwrap();
+        w.finish().unwrap();
+        rows.extend(String::from_utf8(w.into_inner()).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    rows
+}
+
+#[test]
+fn a_parquet_output_is_parquet_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let js = tmp.path().join("v.jsonl");
+    let pq = tmp.path().join("v.parquet");
+    assert!(label(&examples(), &js, &[]).status.success());
+    // Half the items first, then all: the second run adds to the finished Parquet file.
+    let half = tmp.path().join("half.jsonl");
+    let all = std::fs::read_to_string(examples()).unwrap();
+    std::fs::write(&half, all.lines().take(8).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let o = label(&half, &pq, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(parquet_rows(&pq).len(), 8);
+    let o = label(&examples(), &pq, &[]);
+    assert!(o.status.success() && stderr(&o).contains("8 already in"), "{}", stderr(&o));
+    let rows = parquet_rows(&pq);
+    assert!(!tmp.path().join("v.parquet.journal.jsonl").exists(), "the journal goes once the file is written");
+    let expected = read_lines(&js);
+    assert_eq!(rows.len(), expected.len());
+    for (r, e) in rows.iter().zip(&expected) {
+        for field in ["id", "key", "fingerprint", "summed", "winner", "margin", "tie", "valid"] {
+            assert_eq!(r.get(field), e.get(field), "item {} field {field}", e["id"]);
+        }
+        let raw = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| s["raw"].clone()).collect::<Vec<_>>();
+        assert_eq!(raw(r), raw(e));
+        match &e["prompt"] {
+            Value::String(_) => assert_eq!(r["prompt"], e["prompt"]),
+            conversation => assert_eq!(&r["messages"], conversation),
+        }
+    }
+}
+
+#[test]
+fn model_folders_are_readable_files_and_json_logs_are_json() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    assert!(bin().args(["model", "init", "--out"]).arg(&out).status().unwrap().success());
+    for e in std::fs::read_dir(&out).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o644, "{}", e.path().display());
+    }
+    let o = bin()
+        .args(["--log-format", "json", "label"])
+        .arg(examples())
+        .arg("-o")
+        .arg(tmp.path().join("v.jsonl"))
+        .arg("--model")
+        .arg(model())
+        .args(["--k", "2", "--max-new-tokens", "24"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("labeled 16 item(s)"), "{e}");
+    for line in e.lines() {
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "not a JSON line: {line:?}");
+    }
 }

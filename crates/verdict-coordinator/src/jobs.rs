@@ -245,7 +245,14 @@ impl JobService for Jobs {
                     if let Some((j, _)) = &job {
                         let note = format!("submission broke off after {index} item(s): {}", e.message());
                         tracing::warn!(job = %j.id, "{note}");
-                        self.shared.store.note_job(j.id, &note).await.map_err(CoordinatorError::from)?;
+                        // On its own task: with the client gone, this handler may be dropped at
+                        // its next await.
+                        let (store, id) = (self.shared.store.clone(), j.id);
+                        tokio::spawn(async move {
+                            if let Err(e) = store.note_job(id, &note).await {
+                                tracing::warn!(job = %id, error = %e, "could not note the broken submission");
+                            }
+                        });
                     }
                     return Err(e);
                 }

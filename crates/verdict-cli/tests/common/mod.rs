@@ -1,6 +1,9 @@
 //! Shared by the CLI's end-to-end tests: the binary, a tiny model made once per test
 //! binary, and the example dataset.
 
+#[allow(dead_code)]
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
