@@ -69,7 +69,9 @@ fn a_judge_name_serves_one_set_of_weights_while_it_has_work() {
     // served as theirs: the same items are judged again.
     a.kill("-TERM");
     a.wait(Duration::from_secs(60));
-    let _b = c.worker_with("b2", &other, &["--batch", "4"]);
+    let b2 = c.worker_with("b2", &other, &["--batch", "4"]);
+    // Until its first heartbeat the name is still bound to the old weights.
+    c.wait_log(&b2, "worker started", Duration::from_secs(60));
     let again = c.submit_with(&write_items(c.dir.path(), 6), "200", &["--wait"]);
     let p = c.progress(&again);
     assert_eq!((p["done"], p["deduplicated"]), (6, 0), "{p:?}");

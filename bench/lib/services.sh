@@ -1,0 +1,37 @@
+# Throwaway Redis and Postgres for benchmarks, from the installed binaries, on free ports in
+# a temporary folder (the same way the tests start theirs). Source it, then:
+#   start_services DIR      # sets REDIS_URL, DATABASE_URL; stops both on exit
+# Postgres refuses to run as root, so as root it runs as the `postgres` user.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+start_services() {
+  local dir=$1
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  local rport pport pgb run=()
+  rport=$(free_port); pport=$(free_port); pgb=$(pg_bin)
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize no >"$dir/redis.log" 2>&1 &
+  SERVICES_PIDS="$!"
+  mkdir -p "$dir/pg"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg"; run=(runuser -u postgres --); fi
+  "${run[@]}" "$pgb/initdb" -D "$dir/pg/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+  "${run[@]}" "$pgb/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -s -o "-p $pport -k $dir/pg -c listen_addresses=127.0.0.1 \
+      -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start
+  PG_STOP=("${run[@]}" "$pgb/pg_ctl" -D "$dir/pg/data" -s -m fast stop)
+  for _ in $(seq 100); do "$pgb/pg_isready" -q -h 127.0.0.1 -p "$pport" && break; sleep 0.2; done
+  "$pgb/createdb" -h 127.0.0.1 -p "$pport" -U postgres verdict
+  REDIS_URL="redis://127.0.0.1:$rport/"
+  DATABASE_URL="postgres://postgres@127.0.0.1:$pport/verdict"
+  export REDIS_URL DATABASE_URL
+  trap stop_services EXIT
+}
+
+stop_services() {
+  # Our own children (coordinator, workers) first, then the servers.
+  pkill -TERM -P $$ -f 'verdict (coordinator|worker)' 2>/dev/null || true
+  for p in $SERVICES_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  "${PG_STOP[@]}" 2>/dev/null || true
+}
