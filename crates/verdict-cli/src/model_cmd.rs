@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use verdict_engine::synth::{self, InitOptions, Size};
-use verdict_engine::Arch;
+use verdict_engine::{Arch, DigestCache, Prompter};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -17,6 +17,20 @@ pub enum ModelCommand {
     Probe(ProbeArgs),
     /// Time the engine at fixed prompt and output lengths over batch sizes (bench/gpu/).
     Bench(crate::bench_cmd::BenchArgs),
+    /// Print a model folder's fingerprint: what verdicts, workers and `verdict status` call its weights.
+    Fingerprint(FingerprintArgs),
+}
+
+#[derive(Args)]
+pub struct FingerprintArgs {
+    /// Model folder.
+    dir: PathBuf,
+    /// A meta reward model folder, fingerprinted with it as a worker would.
+    #[arg(long)]
+    meta_rm: Option<PathBuf>,
+    /// Hash every file again instead of using cached digests.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Args)]
@@ -85,6 +99,13 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Bench(args) => crate::bench_cmd::run(&args),
+        ModelCommand::Fingerprint(args) => {
+            let cache = if args.no_cache { DigestCache::none() } else { DigestCache::at(cache_dir().join("fingerprints.json")) };
+            let p = Prompter::open(&args.dir, args.meta_rm.as_deref(), &cache)?;
+            let f = p.fingerprints();
+            crate::say::out(serde_json::json!({"name": p.name(), "fingerprint": f.judge, "meta_fingerprint": f.meta_rm}))?;
+            Ok(())
+        }
         ModelCommand::Probe(args) => {
             let folder = verdict_engine::folder::ModelFolder::open(&args.dir)?;
             let cfg = folder.config()?;

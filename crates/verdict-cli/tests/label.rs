@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{bin, examples, model};
+use common::{bin, examples, model, parquet, retrained};
 use serde_json::Value;
 
 fn label(input: &Path, output: &Path, extra: &[&str]) -> Output {
@@ -213,13 +213,6 @@ fn ctrl_c_keeps_a_valid_file_and_the_rerun_finishes() {
     assert_eq!(read_lines(&out).len(), 60, "each item exactly once");
 }
 
-/// A random model of the tiny shape with other weights (another seed).
-fn retrained(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("retrained");
-    assert!(bin().args(["model", "init", "--seed", "1", "--out"]).arg(&out).status().unwrap().success());
-    out
-}
-
 #[test]
 fn other_weights_of_the_same_shape_do_not_resume_an_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,20 +228,6 @@ fn other_weights_of_the_same_shape_do_not_resume_an_output() {
     assert_eq!(read_lines(&out), first, "the output is left as it was");
 }
 
-/// Rows of a Parquet file as JSON lines, through arrow.
-fn parquet_rows(path: &Path) -> Vec<Value> {
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-    let mut rows = Vec::new();
-    for batch in reader {
-        let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-        w.write_batches(&[&batch.unwrap()]).unwrap();
-        w.finish().unwrap();
-        rows.extend(String::from_utf8(w.into_inner()).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
-    }
-    rows
-}
-
 #[test]
 fn a_parquet_output_is_parquet_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -261,10 +240,10 @@ fn a_parquet_output_is_parquet_and_resumes() {
     std::fs::write(&half, all.lines().take(8).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let o = label(&half, &pq, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(parquet_rows(&pq).len(), 8);
+    assert_eq!(parquet(&pq).0.len(), 8);
     let o = label(&examples(), &pq, &[]);
     assert!(o.status.success() && stderr(&o).contains("8 already in"), "{}", stderr(&o));
-    let rows = parquet_rows(&pq);
+    let rows = parquet(&pq).0;
     assert!(!tmp.path().join("v.parquet.journal.jsonl").exists(), "the journal goes once the file is written");
     let expected = read_lines(&js);
     assert_eq!(rows.len(), expected.len());

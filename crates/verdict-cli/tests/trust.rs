@@ -4,24 +4,14 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::{write_items, Cluster};
-use common::{bin, examples, model};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use common::{bin, examples, model, parquet, retrained};
 use serde_json::{json, Value};
-
-/// A random model of the same shape as `model()` with other weights (another seed).
-fn retrained(dir: &Path) -> PathBuf {
-    let out = dir.join("tiny-retrained");
-    let st = bin().args(["model", "init", "--arch", "qwen2", "--size", "tiny", "--seed", "1", "--out"]).arg(&out).status().unwrap();
-    assert!(st.success());
-    out
-}
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -77,21 +67,6 @@ fn a_judge_name_serves_one_set_of_weights_while_it_has_work() {
     assert_eq!((p["done"], p["deduplicated"]), (6, 0), "{p:?}");
     assert!(c.query(&again).iter().all(|r| r["fingerprint"] == fb.as_str()));
     assert_eq!(status_json(&c)["judges"][0]["fingerprint"], fb.as_str());
-}
-
-/// Every row of a Parquet file as JSON (nulls left out, as arrow writes them), and its
-/// column names.
-fn parquet(path: &Path) -> (Vec<Value>, Vec<String>) {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let columns = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let mut rows = Vec::new();
-    for batch in reader.build().unwrap() {
-        let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-        w.write_batches(&[&batch.unwrap()]).unwrap();
-        w.finish().unwrap();
-        rows.extend(String::from_utf8(w.into_inner()).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
-    }
-    (rows, columns)
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {

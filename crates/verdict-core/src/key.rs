@@ -32,15 +32,6 @@ impl Fingerprints {
     pub fn for_spec(&self, spec: &LabelSpec) -> Fingerprints {
         Fingerprints { judge: self.judge.clone(), meta_rm: if spec.uses_meta_rm() { self.meta_rm.clone() } else { None } }
     }
-
-    /// A short form for people: the first 12 hex digits of each.
-    pub fn short(&self) -> String {
-        let cut = |s: &str| s.chars().take(12).collect::<String>();
-        match &self.meta_rm {
-            Some(m) => format!("{} + meta {}", cut(&self.judge), cut(m)),
-            None => cut(&self.judge),
-        }
-    }
 }
 
 #[derive(Serialize)]

@@ -201,10 +201,6 @@ impl Judge {
         self.prompter.fingerprints()
     }
 
-    pub fn has_meta_rm(&self) -> bool {
-        self.meta.is_some()
-    }
-
     pub fn config(&self) -> &ModelConfig {
         self.model.config()
     }

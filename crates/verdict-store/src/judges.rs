@@ -45,14 +45,7 @@ impl Store {
 
     /// Items of `name`'s live jobs that wait for a verdict (queued or leased).
     pub async fn judge_backlog(&self, name: &str) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT count(*) AS n FROM jobs j JOIN items i ON i.job_id = j.id
-             WHERE j.judge = $1 AND NOT j.cancelled AND i.state = 'queued'",
-        )
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get::<i64, _>("n")? as u64)
+        backlog(&self.pool, name).await
     }
 
     /// Bind `name` to these weights, or confirm it is bound to them. Refused
@@ -76,14 +69,7 @@ impl Store {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM judges WHERE name = $1 FOR UPDATE")).bind(name).fetch_one(&mut *tx).await?;
         let bound = judge_from_row(&row)?;
         if &bound.fingerprints != weights {
-            let backlog = sqlx::query(
-                "SELECT count(*) AS n FROM jobs j JOIN items i ON i.job_id = j.id
-                 WHERE j.judge = $1 AND NOT j.cancelled AND i.state = 'queued'",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<i64, _>("n")?;
+            let backlog = backlog(&mut *tx, name).await?;
             if backlog > 0 {
                 return Err(StoreError::Conflict(format!(
                     "judge {name} is bound to weights {} while {backlog} of its items wait for a verdict, and these weights are {}; \
@@ -108,6 +94,17 @@ impl Store {
         tx.commit().await?;
         judge_from_row(&row)
     }
+}
+
+async fn backlog<'e>(db: impl sqlx::PgExecutor<'e>, name: &str) -> Result<u64> {
+    let row = sqlx::query(
+        "SELECT count(*) AS n FROM jobs j JOIN items i ON i.job_id = j.id
+         WHERE j.judge = $1 AND NOT j.cancelled AND i.state = 'queued'",
+    )
+    .bind(name)
+    .fetch_one(db)
+    .await?;
+    Ok(row.try_get::<i64, _>("n")? as u64)
 }
 
 /// Fingerprints in full, for messages a person compares by eye.
