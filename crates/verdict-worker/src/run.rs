@@ -85,7 +85,7 @@ async fn register(cfg: &WorkerConfig, coordinator: &Coordinator, stop: &watch::R
                 return Err(WorkerError::Refused(e.message().to_string()))
             }
             Err(e) => {
-                tracing::warn!(coordinator = %cfg.coordinator, error = %e.message(), "cannot reach the coordinator; retrying");
+                tracing::warn!(coordinator = %verdict_core::redact::url(&cfg.coordinator), error = %e.message(), "cannot reach the coordinator; retrying");
                 if *stop.borrow() {
                     return Ok(false);
                 }
