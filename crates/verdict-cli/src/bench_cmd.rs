@@ -82,7 +82,7 @@ fn items(judge: &Judge, spec: &LabelSpec, count: usize, target: usize) -> anyhow
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (dev, dtype) = device::pick(&args.device)?;
-    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype, digest_cache: verdict_engine::DigestCache::none() })
+    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype, digest_cache: crate::model_cmd::digest_cache() })
         .with_context(|| format!("loading {}", args.dir.display()))?;
     let weight_bytes: u64 = std::fs::read_dir(&args.dir)?
         .filter_map(|e| e.ok())

@@ -14,10 +14,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use verdict_core::{ContentKey, Item, LabelSpec, VerdictRecord};
-use verdict_engine::{device, DigestCache, EngineError, EngineOptions, Judge, Prompter};
+use verdict_engine::{device, EngineError, EngineOptions, Judge, Prompter};
 
 use crate::input::{no_items, refuse_bad_lines, rejects_path, Parsed, Reader, Rejected};
-use crate::model_cmd::{cache_dir, default_tiny_model};
+use crate::model_cmd::{default_tiny_model, digest_cache};
 use crate::output::{Existing, JsonlWriter, Output};
 use crate::say::{note, progress_bar};
 use crate::spec_args::SpecArgs;
@@ -139,7 +139,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
             dir
         }
     };
-    let digest_cache = DigestCache::at(cache_dir().join("fingerprints.json"));
+    let digest_cache = digest_cache();
     let prompter = Prompter::open(&model_dir, args.meta_rm.as_deref(), &digest_cache)
         .with_context(|| format!("opening the judge in {}", model_dir.display()))?;
     let spec = args.spec.spec(prompter.name(), args.meta_rm.is_some())?;

@@ -100,7 +100,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         }
         ModelCommand::Bench(args) => crate::bench_cmd::run(&args),
         ModelCommand::Fingerprint(args) => {
-            let cache = if args.no_cache { DigestCache::none() } else { DigestCache::at(cache_dir().join("fingerprints.json")) };
+            let cache = if args.no_cache { DigestCache::none() } else { digest_cache() };
             let p = Prompter::open(&args.dir, args.meta_rm.as_deref(), &cache)?;
             let f = p.fingerprints();
             crate::say::out(serde_json::json!({"name": p.name(), "fingerprint": f.judge, "meta_fingerprint": f.meta_rm}))?;
@@ -128,6 +128,11 @@ pub fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("verdict")))
         .unwrap_or_else(|| PathBuf::from(".verdict-cache"))
+}
+
+/// Where weight files' digests are cached between runs (see `verdict_engine::fingerprint`).
+pub fn digest_cache() -> DigestCache {
+    DigestCache::at(cache_dir().join("fingerprints.json"))
 }
 
 /// The tiny model `verdict label` uses when no `--model` is given, made once and cached.

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use verdict_coordinator::CoordinatorConfig;
-use verdict_engine::{device, DigestCache, EngineOptions, Judge};
+use verdict_engine::{device, EngineOptions, Judge};
 use verdict_queue::QueueConfig;
 use verdict_worker::WorkerConfig;
 
 use crate::client::CoordinatorAddr;
-use crate::model_cmd::cache_dir;
+use crate::model_cmd::digest_cache;
 use crate::say::note;
 
 #[derive(Args, Clone, Debug)]
@@ -167,7 +167,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
     let (dev, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: DigestCache::at(cache_dir().join("fingerprints.json")) };
+    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: digest_cache() };
     let (model, meta) = (args.model.clone(), args.meta_rm.clone());
     let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
         .await?

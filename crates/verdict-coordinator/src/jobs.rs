@@ -53,12 +53,6 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// One message's items on their way into the store, with their positions in the stream.
-struct Accepted {
-    index: u64,
-    new: NewItem,
-}
-
 impl Shared {
     /// Workers of `judge` heard from within their heartbeat TTL; `None` when Redis cannot
     /// be asked (a job's progress lives in Postgres and is still worth showing).
@@ -87,7 +81,8 @@ impl Shared {
 
     /// Validate, store, dedup and enqueue one message's items.
     async fn submit_batch(&self, job: &JobRow, weights: &Fingerprints, items: Vec<v1::Item>, first_index: u64, out: &mut v1::SubmitItemsResponse) -> Result<()> {
-        let mut accepted: Vec<Accepted> = Vec::new();
+        // The message's good items, and each one's position in the stream.
+        let (mut accepted, mut indexes): (Vec<NewItem>, Vec<u64>) = (Vec::new(), Vec::new());
         // Repeats within this message; repeats of earlier messages are found in the store.
         let mut seen: HashMap<String, String> = HashMap::new();
         for (i, w) in items.into_iter().enumerate() {
@@ -103,17 +98,18 @@ impl Shared {
                         None => {
                             seen.insert(item.id.clone(), content.clone());
                             let key = ContentKey::of(&item, &job.spec, weights).hex();
-                            accepted.push(Accepted { index, new: NewItem { item_id: item.id.clone(), key, content, item } });
+                            accepted.push(NewItem { item_id: item.id.clone(), key, content, item });
+                            indexes.push(index);
                         }
                     }
                 }
             }
         }
         self.metrics.items_submitted.inc_by(accepted.len() as u64);
-        let outcome = self.insert_isolating(job, &accepted, out).await?;
+        let outcome = self.insert_isolating(job, &accepted, &indexes, out).await?;
         let mut new_ids = Vec::new();
         let mut resend = Vec::new();
-        let by_id: HashMap<&str, &Accepted> = accepted.iter().map(|a| (a.new.item_id.as_str(), a)).collect();
+        let by_id: HashMap<&str, (&NewItem, u64)> = accepted.iter().zip(&indexes).map(|(a, &i)| (a.item_id.as_str(), (a, i))).collect();
         for (id, o) in outcome {
             match o {
                 Inserted::New => new_ids.push(id),
@@ -125,7 +121,7 @@ impl Shared {
                     }
                 }
                 Inserted::Conflict => {
-                    let index = by_id.get(id.as_str()).map(|a| a.index).unwrap_or(first_index);
+                    let index = by_id.get(id.as_str()).map(|a| a.1).unwrap_or(first_index);
                     out.rejected.push(v1::ItemError {
                         index,
                         item_id: id.clone(),
@@ -143,7 +139,7 @@ impl Shared {
             .iter()
             .filter(|id| !answered.contains(id))
             .chain(resend.iter())
-            .filter_map(|id| by_id.get(id.as_str()).map(|a| (id.clone(), a.new.item.clone())))
+            .filter_map(|id| by_id.get(id.as_str()).map(|a| (id.clone(), a.0.item.clone())))
             .collect();
         self.enqueue(job, to_enqueue).await?;
         Ok(())
@@ -151,18 +147,17 @@ impl Shared {
 
     /// Insert a message's items. If the store refuses the data of some item, insert them one
     /// by one so that only the bad ones are rejected (with the store's reason).
-    async fn insert_isolating(&self, job: &JobRow, accepted: &[Accepted], out: &mut v1::SubmitItemsResponse) -> Result<Vec<(String, Inserted)>> {
-        let all: Vec<NewItem> = accepted.iter().map(|a| clone_new(&a.new)).collect();
-        match self.store.insert_items(job.id, &all).await {
+    async fn insert_isolating(&self, job: &JobRow, items: &[NewItem], indexes: &[u64], out: &mut v1::SubmitItemsResponse) -> Result<Vec<(String, Inserted)>> {
+        match self.store.insert_items(job.id, items).await {
             Err(StoreError::Db(e)) if data_error(&e) => {
                 tracing::warn!(job = %job.id, error = %e, "the store refused a message of items; inserting them one by one");
-                let mut outcome = Vec::with_capacity(accepted.len());
-                for a in accepted {
-                    match self.store.insert_items(job.id, std::slice::from_ref(&clone_new(&a.new))).await {
+                let mut outcome = Vec::with_capacity(items.len());
+                for (item, &index) in items.iter().zip(indexes) {
+                    match self.store.insert_items(job.id, std::slice::from_ref(item)).await {
                         Ok(o) => outcome.extend(o),
                         Err(StoreError::Db(e)) if data_error(&e) => out.rejected.push(v1::ItemError {
-                            index: a.index,
-                            item_id: a.new.item_id.clone(),
+                            index,
+                            item_id: item.item_id.clone(),
                             field: String::new(),
                             message: format!("the store refused this item: {e}"),
                         }),
@@ -189,10 +184,6 @@ impl Shared {
         self.metrics.items_queued.inc_by(pairs.len() as u64);
         Ok(pairs.len())
     }
-}
-
-fn clone_new(n: &NewItem) -> NewItem {
-    NewItem { item_id: n.item_id.clone(), key: n.key.clone(), content: n.content.clone(), item: n.item.clone() }
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
