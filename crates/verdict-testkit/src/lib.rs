@@ -235,10 +235,11 @@ impl Postgres {
             if out.status.success() {
                 return self.url(name);
             }
-            // The server accepts TCP a moment before it accepts logins.
+            // The server accepts TCP a moment before it accepts logins; and two databases
+            // created at once from template1 collide ("being accessed by other users").
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
-                Instant::now() < deadline && err.contains("starting up"),
+                Instant::now() < deadline && (err.contains("starting up") || err.contains("being accessed by other users")),
                 "createdb {name} failed: {err}"
             );
             std::thread::sleep(Duration::from_millis(50));
