@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use verdict_core::shuffle::{mix, sample_permutation, SAMPLING_TAG};
-use verdict_core::{aggregate, template, ContentKey, FieldError, Fingerprints, Item, LabelSpec, OnBudget, Problem, Sample, VerdictRecord};
+use candle_core::{DType, Device, Tensor};
+use verdict_core::shuffle::sample_permutation;
+use verdict_core::{aggregate, template, ContentKey, FieldError, Fingerprints, Item, LabelSpec, Problem, Sample, VerdictRecord};
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::{Head, ModelConfig};
@@ -19,10 +19,13 @@ use crate::constraint::ScoreVocab;
 use crate::error::{EngineError, Result};
 use crate::fingerprint::DigestCache;
 use crate::folder::ModelFolder;
-use crate::generate::{GenRequest, GenStats, Generator, PREFILL_TOKENS};
+use crate::engine::runner::PREFILL_TOKENS;
+use crate::engine::sampling::SamplingStage;
+use crate::engine::{Engine, GenOutput, GenStats};
+use crate::sampler::SamplingParams;
+use crate::session::Session;
 use crate::meta_rm::MetaRm;
 use crate::model::{Decoder, KvCache};
-use crate::sampler::SamplingParams;
 use crate::tokenizer::Tok;
 
 /// How the engine runs, as opposed to what it computes (that is the spec).
@@ -242,86 +245,75 @@ impl Judge {
         (budget / per_seq.max(1)).clamp(1, MAX_ROWS).min(self.options.max_batch)
     }
 
-    /// Judge prepared items: all their samples, whole items per batch, each batch as large
-    /// as `batch_limit` allows.
+    /// Judge prepared items: all their samples, through one continuously batched session.
     pub fn judge(&self, items: &[PreparedItem], spec: &LabelSpec) -> Result<Vec<VerdictRecord>> {
         Ok(self.judge_with(items, spec, false)?.0)
     }
 
-    /// `judge`, returning what the batches cost too. With `fixed_length`, every sample is
+    /// `judge`, returning what generation cost too. With `fixed_length`, every sample is
     /// exactly `max_new_tokens` long whatever it writes (benchmarks; the verdicts mean
     /// nothing then).
     pub fn judge_with(&self, items: &[PreparedItem], spec: &LabelSpec, fixed_length: bool) -> Result<(Vec<VerdictRecord>, GenStats)> {
-        let params = SamplingParams { temperature: spec.temperature, top_p: spec.top_p };
+        let longest = items.iter().flat_map(|p| p.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
+        let samples: usize = items.iter().map(|p| p.samples.len()).sum();
+        let mut session = self.session(spec, longest, Some(samples), fixed_length)?;
+        let mut out: Vec<Option<VerdictRecord>> = vec![None; items.len()];
+        for (i, p) in items.iter().enumerate() {
+            session.submit(i, p.clone())?;
+        }
+        while !session.is_idle() {
+            for (i, r) in session.step()? {
+                out[i] = Some(r);
+            }
+        }
+        let stats = session.stats();
+        let records = out.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| EngineError::Device(format!("item {} was never finished", items[i].item.id)))).collect::<Result<_>>()?;
+        Ok((records, stats))
+    }
+
+    /// A session that judges items as they are submitted, under one spec: prompts of up to
+    /// `max_prompt` tokens, a batch of at most `batch_limit` rows (and at most `samples`, when
+    /// the caller knows how many there will be).
+    pub fn session(&self, spec: &LabelSpec, max_prompt: usize, samples: Option<usize>, fixed_length: bool) -> Result<Session<'_>> {
         let max_new = spec.max_new_tokens as usize;
-        let generator = Generator {
-            model: &self.model,
-            tok: &self.prompter.tok,
+        let rows = self.batch_limit(max_prompt, max_new).min(samples.unwrap_or(usize::MAX)).max(1);
+        let device = self.model.device();
+        let stage = SamplingStage {
             token_texts: &self.token_texts,
+            stop_ids: &self.prompter.tok.stop_ids,
             score_vocab: &self.score_vocab,
             forced_prefix: &self.forced_prefix,
+            params: SamplingParams { temperature: spec.temperature, top_p: spec.top_p },
+            vocab: self.prompter.tok.vocab,
+            score_ids: Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), device).map_err(|source| EngineError::Compute { step: "score vocabulary", source })?,
         };
-        let longest = items.iter().flat_map(|p| p.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
-        let limit = self.batch_limit(longest, max_new).max(1);
-        let mut outputs: Vec<Vec<Option<crate::generate::GenOutput>>> = items.iter().map(|p| vec![None; p.samples.len()]).collect();
-        let mut stats = GenStats::default();
-        // Whole items per batch where they fit, so an item's prompts are prefilled once.
-        let mut start = 0;
-        while start < items.len() {
-            let mut end = start;
-            let mut rows = 0;
-            while end < items.len() && (rows == 0 || rows + items[end].samples.len() <= limit) {
-                rows += items[end].samples.len();
-                end += 1;
-            }
-            let mut prompts: Vec<&[u32]> = Vec::new();
-            let mut requests = Vec::new();
-            let mut owners = Vec::new();
-            for (i, p) in items.iter().enumerate().take(end).skip(start) {
-                let base = prompts.len();
-                prompts.extend(p.prompts.iter().map(|(_, ids)| ids.as_slice()));
-                for (j, (_, prompt)) in p.samples.iter().enumerate() {
-                    requests.push(GenRequest {
-                        prompt: base + prompt,
-                        seed: mix(&[SAMPLING_TAG, spec.seed, p.item_seed, j as u64]),
-                        max_new_tokens: max_new,
-                        n_scores: p.item.responses.len(),
-                        force_scores: spec.on_budget == OnBudget::Force,
-                        fixed_length,
-                    });
-                    owners.push((i, j));
-                }
-            }
-            // An item with more samples than fit in one batch is split across batches.
-            for (reqs, own) in requests.chunks(limit).zip(owners.chunks(limit)) {
-                let (outs, s) = generator.generate(&prompts, reqs, params)?;
-                tracing::debug!(sequences = s.sequences, prompts = s.prompts, prefill_tokens = s.prefill_tokens, steps = s.decode_steps, prefill_s = s.prefill_seconds, decode_s = s.decode_seconds, "batch done");
-                stats.add(&s);
-                for (&(i, j), out) in own.iter().zip(outs) {
-                    outputs[i][j] = Some(out);
-                }
-            }
-            start = end;
-        }
+        let engine = Engine::new(&self.model, &self.prompter.tok, stage, rows, max_prompt, max_new)?;
+        Ok(Session::new(self, spec.clone(), engine, fixed_length))
+    }
 
-        let mut per_item: Vec<Vec<Sample>> = Vec::with_capacity(items.len());
-        for (p, outs) in items.iter().zip(outputs) {
-            let mut samples = Vec::with_capacity(outs.len());
-            for (j, out) in outs.into_iter().enumerate() {
-                let out = out.ok_or(EngineError::Device(format!("item {}: sample {j} was never generated", p.item.id)))?;
-                let prompt_len = p.prompts[p.samples[j].1].1.len() as u32;
-                samples.push(Sample::from_generation(j as u32, p.samples[j].0.clone(), out.text, out.finish, out.forced, prompt_len, out.tokens.len() as u32));
-            }
-            per_item.push(samples);
-        }
+    /// Parse finished samples into verdicts: meta-RM scores for all of them at once, then
+    /// each item's aggregate.
+    pub(crate) fn verdicts(&self, done: Vec<(PreparedItem, Vec<GenOutput>)>, spec: &LabelSpec) -> Result<Vec<VerdictRecord>> {
+        let mut per_item: Vec<Vec<Sample>> = done
+            .iter()
+            .map(|(p, outs)| {
+                outs.iter()
+                    .enumerate()
+                    .map(|(j, out)| {
+                        let prompt_len = p.prompts[p.samples[j].1].1.len() as u32;
+                        Sample::from_generation(j as u32, p.samples[j].0.clone(), out.text.clone(), out.finish, out.forced, prompt_len, out.tokens.len() as u32)
+                    })
+                    .collect()
+            })
+            .collect();
         if let Some(meta) = &self.meta {
             let mut owners = Vec::new();
             let mut pairs = Vec::new();
             for (i, samples) in per_item.iter().enumerate() {
+                let p = &done[i].0;
                 for (j, s) in samples.iter().enumerate() {
-                    let prompt = &items[i].prompts[items[i].samples[j].1].0;
                     owners.push((i, j));
-                    pairs.push((prompt.as_str(), s.raw.as_str()));
+                    pairs.push((p.prompts[p.samples[j].1].0.as_str(), s.raw.as_str()));
                 }
             }
             let scores = meta.score(&pairs, self.options.max_batch.min(CPU_BATCH))?;
@@ -330,14 +322,13 @@ impl Judge {
                 per_item[i][j].meta_score = score;
             }
         }
-        let records = items
+        Ok(done
             .iter()
             .zip(per_item)
-            .map(|(p, samples)| {
+            .map(|((p, _), samples)| {
                 let verdict = aggregate(spec, p.item_seed, p.item.responses.len(), &samples);
                 VerdictRecord::new(&p.item, p.key.hex(), spec, self.fingerprints(), verdict, samples)
             })
-            .collect();
-        Ok((records, stats))
+            .collect())
     }
 }

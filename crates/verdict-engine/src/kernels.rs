@@ -115,6 +115,12 @@ impl CustomOp2 for Sample {
     }
 }
 
+/// Whether attention builds its masks itself from the rows' paddings (the fused path), so
+/// a step's mask tensors are never read.
+pub fn masks_in_kernels(device: &candle_core::Device, dtype: DType) -> bool {
+    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16
+}
+
 /// Whether the fused layer kernels apply to `x`: bf16 on a CUDA device, in a CUDA build.
 pub fn fused(x: &Tensor) -> bool {
     cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::BF16

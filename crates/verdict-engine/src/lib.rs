@@ -4,10 +4,12 @@
 //! Layout, top-down:
 //! - [`judge`]: the entry point. `Prompter` (a judge before its weights: `prepare` renders,
 //!   tokenizes and length-checks an item's k prompts), `Judge::load` and `judge` (batched sampling, parsing, meta RM, aggregation).
-//! - [`generate`]: batched decoding with one prefill per distinct prompt shared by its
-//!   samples, per-sequence RNGs, stop tokens, the constrained score block ([`constraint`])
-//!   and compaction of finished rows; [`sampler`]: temperature / top-p, the same algorithm
-//!   the CUDA sampling kernel runs.
+//! - [`session`]: items in, verdicts out, over one [`engine`]: the scheduler (admission of
+//!   waiting samples into freed rows: continuous batching), the model runner (KV cache,
+//!   one prefill per distinct prompt shared by its samples) and the sampling stage
+//!   (per-sequence RNGs, stop tokens, the constrained score block of [`constraint`], forced
+//!   scores); [`sampler`]: temperature / top-p, the same algorithm the CUDA sampling kernel
+//!   runs.
 //! - [`kernels`]: our CUDA kernels (`kernels/verdict.cu`): device sampling, fused RMSNorm and
 //!   gated activation, attention softmax with the mask built in, one-kernel decode attention.
 //! - [`profile`]: `VERDICT_PROFILE=1` phase timings.
@@ -23,10 +25,10 @@ pub mod chat;
 pub mod config;
 pub mod constraint;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod fingerprint;
 pub mod folder;
-pub mod generate;
 pub mod judge;
 pub mod kernels;
 pub mod meta_rm;
@@ -34,6 +36,7 @@ pub mod model;
 pub mod probe;
 pub mod profile;
 pub mod sampler;
+pub mod session;
 pub mod synth;
 pub mod tokenizer;
 
@@ -41,3 +44,4 @@ pub use config::{Arch, ModelConfig};
 pub use error::EngineError;
 pub use fingerprint::DigestCache;
 pub use judge::{EngineOptions, Judge, PreparedItem, Prompter};
+pub use session::Session;

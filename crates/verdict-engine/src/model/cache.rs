@@ -37,14 +37,32 @@ impl KvCache {
         Ok((ck.narrow(2, 0, offset + t)?, cv.narrow(2, 0, offset + t)?))
     }
 
-    /// Copy prompt caches into this one: row `i` of `src` selected by `rows[i]` becomes row
-    /// `row0 + i` here, slots `0..src.capacity`. This is how one prefill of a prompt is shared
-    /// by every sample that uses it.
-    pub fn copy_rows_from(&mut self, src: &KvCache, rows: &Tensor, row0: usize) -> candle_core::Result<()> {
+    /// Copy prompt caches into this one: row `rows[i]` of `src` becomes row `row0 + i` here,
+    /// its slots `0..src.capacity` landing at slots `at..at + src.capacity`. This is how one
+    /// prefill of a prompt is shared by every sample that uses it.
+    pub fn copy_rows_from(&mut self, src: &KvCache, rows: &Tensor, row0: usize, at: usize) -> candle_core::Result<()> {
         let n = rows.dim(0)?;
+        if at + src.capacity > self.capacity {
+            candle_core::bail!("KV cache copy past the end: {} + {} > {}", at, src.capacity, self.capacity);
+        }
         for ((dk, dv), (sk, sv)) in self.layers.iter().zip(&src.layers) {
-            dk.narrow(0, row0, n)?.slice_set(&sk.index_select(rows, 0)?, 2, 0)?;
-            dv.narrow(0, row0, n)?.slice_set(&sv.index_select(rows, 0)?, 2, 0)?;
+            dk.narrow(0, row0, n)?.slice_set(&sk.index_select(rows, 0)?, 2, at)?;
+            dv.narrow(0, row0, n)?.slice_set(&sv.index_select(rows, 0)?, 2, at)?;
+        }
+        Ok(())
+    }
+
+    /// Move slots `from..from + len` of every row to `to..to + len` (the ranges may overlap;
+    /// one layer's window at a time is held aside).
+    pub fn move_slots(&mut self, from: usize, to: usize, len: usize) -> candle_core::Result<()> {
+        if from.max(to) + len > self.capacity {
+            candle_core::bail!("KV cache move past the end: {}..{} to {}..{} of {}", from, from + len, to, to + len, self.capacity);
+        }
+        for (k, v) in &self.layers {
+            let kw = k.narrow(2, from, len)?.contiguous()?;
+            k.slice_set(&kw, 2, to)?;
+            let vw = v.narrow(2, from, len)?.contiguous()?;
+            v.slice_set(&vw, 2, to)?;
         }
         Ok(())
     }

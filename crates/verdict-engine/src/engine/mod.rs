@@ -1,0 +1,284 @@
+//! The generation engine, in three roles as the engines we measure against have them:
+//! the [`scheduler`] (waiting and running samples, when to prefill, admission into freed
+//! rows), the model [`runner`] (the KV cache, each step's tensors, logits) and the
+//! [`sampling`] stage (temperature / top-p, the score-block constraint, stops, forced
+//! scores). [`Engine::step`] advances every running sample by one token, admits waiting
+//! samples into the rows that freed up, and returns the samples that finished, so the GPU
+//! never waits for the longest judgement of a batch.
+
+pub mod runner;
+pub mod sampling;
+pub mod scheduler;
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::error::{ComputeContext, Result};
+use crate::model::Decoder;
+use crate::tokenizer::Tok;
+use runner::{PromptKv, Runner, PREFILL_TOKENS};
+use sampling::{SamplingStage, Sequence};
+use scheduler::Scheduler;
+
+pub use sampling::{GenOutput, GenRequest};
+
+/// What generation cost, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GenStats {
+    /// Samples generated.
+    pub sequences: usize,
+    /// Distinct prompts prefilled.
+    pub prompts: usize,
+    /// Prompt tokens computed in prefill, padding included.
+    pub prefill_tokens: usize,
+    /// Tokens generated (kept) over all samples.
+    pub generated_tokens: usize,
+    /// Decode forward passes.
+    pub decode_steps: usize,
+    /// Rows computed over all decode steps (the batch's rows, live or not).
+    pub decode_rows: usize,
+    /// Rows holding a running sample, over all decode steps: `live_rows / decode_rows` is how
+    /// full the batch was kept.
+    pub live_rows: usize,
+    /// Times the live part of the KV cache was moved to make room.
+    pub cache_moves: usize,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl GenStats {
+    pub fn add(&mut self, o: &GenStats) {
+        self.sequences += o.sequences;
+        self.prompts += o.prompts;
+        self.prefill_tokens += o.prefill_tokens;
+        self.generated_tokens += o.generated_tokens;
+        self.decode_steps += o.decode_steps;
+        self.decode_rows += o.decode_rows;
+        self.live_rows += o.live_rows;
+        self.cache_moves += o.cache_moves;
+        self.prefill_seconds += o.prefill_seconds;
+        self.decode_seconds += o.decode_seconds;
+    }
+}
+
+/// A prompt known to the engine: its tokens until prefilled, then its keys and values until
+/// its last sample is admitted.
+struct Prompt {
+    tokens: Vec<u32>,
+    kv: Option<PromptKv>,
+}
+
+pub struct Engine<'a> {
+    runner: Runner<'a>,
+    scheduler: Scheduler,
+    stage: SamplingStage<'a>,
+    tok: &'a Tok,
+    prompts: HashMap<usize, Prompt>,
+    /// Samples not yet admitted, by id.
+    waiting: HashMap<usize, Sequence>,
+    /// Row → (sample id, its sequence).
+    running: Vec<Option<(usize, Sequence)>>,
+    next_prompt: usize,
+    next_sample: usize,
+    /// Samples may wait for prompts up to this long (tokens); longer ones are refused.
+    max_prompt: usize,
+    stats: GenStats,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine of `rows` rows whose cache holds prompts of up to `max_prompt` tokens plus
+    /// `max_new` generated ones.
+    pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, rows: usize, max_prompt: usize, max_new: usize) -> Result<Self> {
+        let pad_id = tok.stop_ids.first().copied().unwrap_or(0);
+        let rows = rows.max(1);
+        Ok(Self {
+            runner: Runner::new(model, rows, max_prompt + max_new, pad_id)?,
+            scheduler: Scheduler::new(rows),
+            stage,
+            tok,
+            prompts: HashMap::new(),
+            waiting: HashMap::new(),
+            running: (0..rows).map(|_| None).collect(),
+            next_prompt: 0,
+            next_sample: 0,
+            max_prompt,
+            stats: GenStats::default(),
+        })
+    }
+
+    /// The longest prompt this engine takes.
+    pub fn max_prompt(&self) -> usize {
+        self.max_prompt
+    }
+
+    /// Rows of the batch (sequences decoded together).
+    pub fn rows(&self) -> usize {
+        self.scheduler.rows()
+    }
+
+    /// Samples waiting or running.
+    pub fn pending(&self) -> usize {
+        self.scheduler.waiting() + self.scheduler.running()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.scheduler.is_idle()
+    }
+
+    pub fn stats(&self) -> GenStats {
+        GenStats { cache_moves: self.runner.moves, ..self.stats }
+    }
+
+    /// A prompt its samples will continue; returns its id.
+    pub fn add_prompt(&mut self, tokens: Vec<u32>) -> usize {
+        let id = self.next_prompt;
+        self.next_prompt += 1;
+        self.prompts.insert(id, Prompt { tokens, kv: None });
+        id
+    }
+
+    /// A sample to generate (its `prompt` is an id from [`Engine::add_prompt`]); returns its
+    /// id. Samples are admitted in the order they are added.
+    pub fn add_sample(&mut self, req: GenRequest) -> usize {
+        let id = self.next_sample;
+        self.next_sample += 1;
+        self.scheduler.add(id, req.prompt);
+        self.waiting.insert(id, Sequence::new(req));
+        self.stats.sequences += 1;
+        id
+    }
+
+    /// One step: prefill what the next admissions need, admit samples into free rows (drawing
+    /// each one's first token from its prompt's logits), then one decode step for every
+    /// running row. Returns the samples that finished, by id.
+    pub fn step(&mut self) -> Result<Vec<(usize, GenOutput)>> {
+        let mut finished = Vec::new();
+        let started = std::time::Instant::now();
+        self.prefill()?;
+        self.admit(&mut finished)?;
+        for p in self.scheduler.spent_prompts() {
+            self.prompts.remove(&p);
+        }
+        self.stats.prefill_seconds += started.elapsed().as_secs_f64();
+        if self.scheduler.running() > 0 {
+            let started = std::time::Instant::now();
+            self.decode(&mut finished)?;
+            self.stats.decode_seconds += started.elapsed().as_secs_f64();
+        }
+        self.compact()?;
+        self.stats.generated_tokens += finished.iter().map(|(_, o)| o.tokens.len()).sum::<usize>();
+        Ok(finished)
+    }
+
+    /// Run until every sample added so far is finished.
+    pub fn run(&mut self) -> Result<Vec<(usize, GenOutput)>> {
+        let mut out = Vec::new();
+        while !self.is_idle() {
+            out.extend(self.step()?);
+        }
+        Ok(out)
+    }
+
+    fn prefill(&mut self) -> Result<()> {
+        // A little slack beyond the free rows, so rows that free up next find their prompt
+        // already prefilled.
+        let slack = self.scheduler.rows() / 8;
+        let want = self.scheduler.to_prefill(|p| self.prompts.get(&p).map(|x| x.tokens.len()).unwrap_or(0), PREFILL_TOKENS, slack);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<&[u32]> = want.iter().map(|p| self.prompts[p].tokens.as_slice()).collect();
+        let kvs = self.runner.prefill(&seqs)?;
+        let mut counted: Option<std::rc::Rc<runner::PrefillChunk>> = None;
+        for (p, kv) in want.iter().zip(kvs) {
+            // Chunks come in order: count each one's padded size once.
+            if !counted.as_ref().is_some_and(|c| std::rc::Rc::ptr_eq(c, &kv.chunk)) {
+                self.stats.prefill_tokens += kv.chunk.width * kv.chunk.lengths.len();
+                counted = Some(kv.chunk.clone());
+            }
+            if let Some(prompt) = self.prompts.get_mut(p) {
+                prompt.tokens = Vec::new();
+                prompt.kv = Some(kv);
+            }
+        }
+        self.stats.prompts += want.len();
+        self.scheduler.mark_ready(&want);
+        Ok(())
+    }
+
+    fn admit(&mut self, finished: &mut Vec<(usize, GenOutput)>) -> Result<()> {
+        let admitted = self.scheduler.admit();
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let kvs: Vec<PromptKv> = admitted
+            .iter()
+            .map(|(_, p, _)| self.prompts.get(p).and_then(|x| x.kv.clone()).ok_or(crate::EngineError::Device(format!("prompt {p} was admitted before its prefill"))))
+            .collect::<Result<_>>()?;
+        let pairs: Vec<(usize, &PromptKv)> = admitted.iter().zip(&kvs).map(|((_, _, row), kv)| (*row, kv)).collect();
+        self.runner.admit(&pairs)?;
+        // First tokens: each sample draws from its prompt's last logits with its own RNG.
+        let mut rows_of: Vec<Tensor> = Vec::new();
+        let mut i = 0;
+        while i < kvs.len() {
+            let mut j = i + 1;
+            while j < kvs.len() && std::rc::Rc::ptr_eq(&kvs[j].chunk, &kvs[i].chunk) {
+                j += 1;
+            }
+            let idx: Vec<u32> = kvs[i..j].iter().map(|k| k.row as u32).collect();
+            let idx = Tensor::from_vec(idx, j - i, self.runner.device()).step("first tokens")?;
+            rows_of.push(kvs[i].chunk.logits.index_select(&idx, 0).step("first tokens")?);
+            i = j;
+        }
+        let logits = Tensor::cat(&rows_of, 0).step("first tokens")?;
+        let mut newcomers: Vec<Option<Sequence>> = admitted.iter().map(|(s, _, _)| self.waiting.remove(s)).collect();
+        self.stage.choose(&logits, &mut newcomers.iter_mut().map(Option::as_mut).collect::<Vec<_>>())?;
+        for ((sample, _, row), seq) in admitted.iter().zip(newcomers) {
+            let Some(seq) = seq else { continue };
+            if seq.is_done() {
+                self.runner.release(*row);
+                self.scheduler.finish(*row);
+                finished.push((*sample, seq.finish(|ids| self.tok.decode(ids))));
+            } else {
+                self.running[*row] = Some((*sample, seq));
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, finished: &mut Vec<(usize, GenOutput)>) -> Result<()> {
+        let tokens: Vec<u32> = self.running.iter().map(|r| r.as_ref().and_then(|(_, s)| s.last_token()).unwrap_or(0)).collect();
+        let live = self.running.iter().filter(|r| r.is_some()).count();
+        let logits = self.runner.decode(&tokens)?;
+        self.stats.decode_steps += 1;
+        self.stats.decode_rows += self.running.len();
+        self.stats.live_rows += live;
+        let mut seqs: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(|r| r.as_mut().map(|(_, s)| s)).collect();
+        self.stage.choose(&logits, &mut seqs)?;
+        for row in 0..self.running.len() {
+            if self.running[row].as_ref().is_some_and(|(_, s)| s.is_done()) {
+                if let Some((sample, seq)) = self.running[row].take() {
+                    self.runner.release(row);
+                    self.scheduler.finish(row);
+                    finished.push((sample, seq.finish(|ids| self.tok.decode(ids))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once nothing waits and at most half the rows run, drop the free rows: the batch's
+    /// tail stops paying for rows nobody uses.
+    fn compact(&mut self) -> Result<()> {
+        let rows = self.running.len();
+        let live: Vec<usize> = (0..rows).filter(|&r| self.running[r].is_some()).collect();
+        if self.scheduler.waiting() > 0 || rows < 8 || live.len() * 2 > rows || live.is_empty() {
+            return Ok(());
+        }
+        self.runner.retain(&live)?;
+        self.scheduler.retain(&live);
+        self.running = live.iter().map(|&r| self.running[r].take()).collect();
+        Ok(())
+    }
+}
