@@ -1,5 +1,6 @@
 //! `verdict label`: the embedded mode. Items from a JSONL or Parquet file, the engine in this
-//! process, verdicts appended to the output; resumable, and interruptible between batches.
+//! process, verdicts appended to the output: the worker's labeling pipeline with a file at
+//! both ends ([`crate::file_ends`]); resumable, and interruptible.
 //!
 //! Every line is checked before anything is labeled: the tokenizer and chat template load in
 //! a moment, before the weights, so prompts too long for the judge are found in the same
@@ -7,15 +8,17 @@
 //! written at all.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use verdict_core::{ContentKey, Item, LabelSpec, VerdictRecord};
+use verdict_core::{ContentKey, Item, LabelSpec};
+use verdict_worker::PipelineConfig;
 use verdict_engine::{device, EngineError, EngineOptions, Judge, Prompter};
 
+use crate::file_ends::{FileSink, FileSource, Totals};
 use crate::input::{no_items, refuse_bad_lines, rejects_path, Parsed, Reader, Rejected};
 use crate::model_cmd::{default_tiny_model, digest_cache};
 use crate::output::{Existing, JsonlWriter, Output};
@@ -96,36 +99,6 @@ fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Exis
     Ok(Scan { todo, rejected, resumed, duplicates: reader.duplicates })
 }
 
-/// Running totals for the closing summary.
-#[derive(Default)]
-struct Totals {
-    done: usize,
-    samples: usize,
-    valid: usize,
-    forced: usize,
-    prompt_tokens: usize,
-    generated_tokens: usize,
-    agree: usize,
-    compared: usize,
-}
-
-impl Totals {
-    fn add(&mut self, records: &[VerdictRecord]) {
-        for r in records {
-            self.samples += r.samples.len();
-            self.valid += r.verdict.valid as usize;
-            self.forced += r.samples.iter().filter(|s| s.status == verdict_core::ParseStatus::Forced).count();
-            self.prompt_tokens += r.samples.iter().map(|s| s.prompt_tokens as usize).sum::<usize>();
-            self.generated_tokens += r.samples.iter().map(|s| s.completion_tokens as usize).sum::<usize>();
-            if let Some(a) = r.agrees_with_reference {
-                self.compared += 1;
-                self.agree += a as usize;
-            }
-        }
-        self.done += records.len();
-    }
-}
-
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let model_dir = match &args.model {
@@ -160,45 +133,45 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let options = EngineOptions { max_batch: args.batch, device, dtype, digest_cache };
     let judge = Judge::with_weights(prompter, options).with_context(|| format!("loading the judge's weights from {}", model_dir.display()))?;
 
-    let interrupted = Arc::new(AtomicUsize::new(0));
+    // First Ctrl-C: take no new items, finish the ones in flight. Second: stop at once.
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     {
-        let flag = interrupted.clone();
+        let (count, stopped) = (interrupts.clone(), stopped.clone());
         ctrlc::set_handler(move || {
-            if flag.fetch_add(1, Ordering::SeqCst) > 0 {
+            if count.fetch_add(1, Ordering::SeqCst) > 0 {
+                stopped.store(true, Ordering::SeqCst);
                 note("\ninterrupted again: stopping now; re-run the same command to resume");
                 std::process::exit(130);
             }
-            note("\ninterrupted: finishing the batch in flight, then stopping (Ctrl-C again to stop at once)");
+            note("\ninterrupted: finishing the items in flight, then stopping (Ctrl-C again to stop at once)");
+            let _ = stop_tx.send(true);
         })
         .context("installing the Ctrl-C handler")?;
     }
 
-    let mut writer = output.writer()?;
-    let bar = progress_bar(todo.len() as u64);
-    let rows = judge.batch_limit(crate::spec_args::PLANNING_PROMPT_TOKENS, spec.max_new_tokens as usize);
-    let items_per_batch = (rows / spec.k.max(1) as usize).max(1);
-    let mut totals = Totals::default();
-    let mut queue = todo.into_iter().peekable();
-    while queue.peek().is_some() {
-        if interrupted.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        let mut batch = Vec::with_capacity(items_per_batch);
-        while batch.len() < items_per_batch {
-            let Some((_, item)) = queue.next() else { break };
-            // Checked in the scan; preparing again is tokenizing again, cheaper than holding
-            // every prompt's tokens for the whole run.
-            batch.push(judge.prepare(item, &spec)?);
-        }
-        let records: Vec<VerdictRecord> = judge.judge(&batch, &spec)?;
-        writer.write_batch(&records)?;
-        totals.add(&records);
-        bar.inc(records.len() as u64);
-        bar.set_message(format!("{:.0}% samples valid", 100.0 * totals.valid as f64 / totals.samples.max(1) as f64));
+    let total = todo.len() as u64;
+    let source = FileSource::new(todo, spec.clone());
+    let mut sink = FileSink::new(output.writer()?, progress_bar(total), stopped);
+    let pcfg = PipelineConfig { k_hint: spec.k.max(1) as usize, drain_timeout: Duration::from_secs(365 * 24 * 3600), ..PipelineConfig::default() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let until_stop = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        verdict_worker::pipeline::run(Arc::new(judge), source, &mut sink, pcfg, until_stop).await
+    });
+    let stopped = interrupts.load(Ordering::SeqCst) > 0;
+    if stopped {
+        sink.flush_all()?;
     }
-    bar.finish_and_clear();
-    let stopped = interrupted.load(Ordering::SeqCst) > 0;
-    if !stopped {
+    result?;
+    let totals = sink.finish();
+    for (tag, why) in &totals.refused {
+        note(format!("error: item {tag} of the run was refused by the engine: {why}"));
+    }
+    if !stopped && totals.refused.is_empty() {
         output.finish()?;
     }
     write_rejects(&args, &mut rejected)?;

@@ -7,6 +7,7 @@
 
 mod bench_cmd;
 mod client;
+mod file_ends;
 mod input;
 mod jobs_cmd;
 mod label;

@@ -94,7 +94,7 @@ pub struct WorkerArgs {
     /// Most sequences decoded together: a number, or auto (from free GPU memory on CUDA; 32 on the CPU).
     #[arg(long, env = "VERDICT_BATCH", default_value = "auto", value_parser = crate::spec_args::parse_batch)]
     batch: usize,
-    /// Samples per item to plan leases for (items per lease = batch / this).
+    /// Samples per item to plan leases for (items in flight = batch rows / this, and half again).
     #[arg(long, env = "VERDICT_K_HINT", default_value_t = 8)]
     k_hint: usize,
     /// cpu, cuda or cuda:N.
@@ -181,7 +181,6 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.queue = args.queue.config();
     // Refresh leases well within the lease timeout.
     cfg.heartbeat_every = Duration::from_secs(5).min(cfg.queue.lease_timeout / 3);
-    cfg.max_batch = judge.batch_limit(crate::spec_args::PLANNING_PROMPT_TOKENS, 512);
     cfg.device = args.device.clone();
     cfg.metrics_listen = args.metrics_listen;
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);

@@ -72,10 +72,6 @@ pub fn parse_batch(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Prompt length assumed when planning how many items to read per batch; the engine sizes
-/// the real batches from the real prompts.
-pub const PLANNING_PROMPT_TOKENS: usize = 1024;
-
 #[cfg(test)]
 mod tests {
     use super::*;

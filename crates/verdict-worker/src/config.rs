@@ -17,8 +17,6 @@ pub struct WorkerConfig {
     pub coordinator: String,
     pub redis_url: String,
     pub queue: QueueConfig,
-    /// Most sequences (samples) decoded together; items per lease = this / k.
-    pub max_batch: usize,
     /// Longest wait for new entries in one read.
     pub lease_block: Duration,
     /// Heartbeat and lease refresh period (well under the lease timeout).
@@ -45,7 +43,6 @@ impl WorkerConfig {
             coordinator,
             redis_url,
             queue: QueueConfig::default(),
-            max_batch: 32,
             lease_block: Duration::from_secs(2),
             heartbeat_every: Duration::from_secs(5),
             reclaim_every: Duration::from_secs(15),

@@ -1,18 +1,20 @@
-//! The worker loop.
+//! The worker: register the judge's weights with the coordinator, then run the pipeline
+//! with the queue as source and the coordinator as sink, keeping leases alive with
+//! heartbeats until the pipeline has drained.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use verdict_engine::{EngineError, Judge};
 use verdict_proto::v1;
-use verdict_queue::{Entry, Queue, QueueError};
+use verdict_queue::{Queue, QueueError};
 
 use crate::config::WorkerConfig;
+use crate::ends::{CoordinatorSink, Held, QueueSource};
 use crate::metrics::Metrics;
-use crate::process::process;
+use crate::pipeline::{self, PipelineConfig, PipelineError};
 use crate::report::{Backoff, Coordinator};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum WorkerError {
     /// The coordinator refused this worker's weights for its judge name.
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
+    #[error("{0}")]
+    Pipeline(#[from] PipelineError),
 }
 
 /// What a worker did before it stopped.
@@ -38,27 +42,6 @@ pub struct WorkerStats {
     pub items_reported: u64,
     pub samples: u64,
     pub released: u64,
-}
-
-struct Held {
-    ids: Mutex<Vec<String>>,
-    /// Set when the coordinator refused our weights: stop leasing, then exit with it.
-    refused: Mutex<Option<String>>,
-}
-
-impl Held {
-    fn set(&self, ids: Vec<String>) {
-        *self.ids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
-    }
-    fn get(&self) -> Vec<String> {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    fn refuse(&self, why: String) {
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-    }
-    fn refused(&self) -> Option<String> {
-        self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
 }
 
 fn heartbeat_request(cfg: &WorkerConfig, in_flight: usize) -> v1::HeartbeatRequest {
@@ -116,142 +99,48 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         .map_err(WorkerError::Metrics)?;
         tracing::info!(%bound, "worker metrics");
     }
-
     if !register(&cfg, &coordinator, &stop_rx).await? {
         return Ok(WorkerStats::default());
     }
-    let held = Arc::new(Held { ids: Mutex::new(Vec::new()), refused: Mutex::new(None) });
+    let held = Arc::new(Held::default());
     let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), stop_rx.clone()));
+    // Heartbeats go on until the pipeline has drained, not just until the signal: a long
+    // drain must not lose its leases.
+    let (beat_tx, beat_rx) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), beat_rx));
 
-    let mut lease_conn = loop {
+    let conn = loop {
         match Queue::lease_connection(&cfg.redis_url, cfg.lease_block).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach Redis; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 if *stop_rx.borrow() {
+                    let _ = beat_tx.send(true);
                     return Ok(WorkerStats::default());
                 }
             }
         }
     };
-    let per_batch = (cfg.max_batch / k_hint.max(1)).max(1);
-    let mut stats = WorkerStats::default();
-    let mut backoff = Backoff::new();
-    let mut last_reclaim = Instant::now() - cfg.reclaim_every;
-    tracing::info!(worker = %cfg.worker_id, judge = %cfg.judge, items_per_batch = per_batch, "worker started");
-
-    while !*stop_rx.borrow() && held.refused().is_none() {
-        let leased: Result<Vec<Entry>, QueueError> = if last_reclaim.elapsed() >= cfg.reclaim_every {
-            last_reclaim = Instant::now();
-            match queue.reclaim(&cfg.judge, &cfg.worker_id, per_batch).await {
-                Ok(v) if v.is_empty() => queue.lease(&cfg.judge, &cfg.worker_id, per_batch, cfg.lease_block, &mut lease_conn).await,
-                other => other,
-            }
-        } else {
-            queue.lease(&cfg.judge, &cfg.worker_id, per_batch, cfg.lease_block, &mut lease_conn).await
-        };
-        let entries = match leased {
-            Ok(e) => {
-                backoff.reset();
-                e
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "leasing failed; retrying");
-                backoff.wait().await;
-                continue;
-            }
-        };
-        if entries.is_empty() {
-            continue;
-        }
-        metrics.items_leased.inc_by(entries.len() as u64);
-        held.set(entries.iter().map(|e| e.id.clone()).collect());
-        // Ask Redis now rather than trusting the last heartbeat, so a job cancelled a moment
-        // ago is not judged.
-        let cancelled_now = match queue.cancelled_jobs(&cfg.judge).await {
-            Ok(jobs) => jobs.into_iter().collect(),
-            Err(_) => cancelled.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        };
-        let started = Instant::now();
-        let j = judge.clone();
-        let max_deliveries = cfg.queue.max_deliveries;
-        let batch = entries.clone();
-        let processed = tokio::task::spawn_blocking(move || process(&j, &batch, &cancelled_now, max_deliveries))
-            .await
-            .map_err(|e| EngineError::Synth(format!("engine thread failed: {e}")))??;
-        let secs = started.elapsed().as_secs_f64();
-        metrics.batch_seconds.observe(secs);
-        metrics.samples.inc_by(processed.samples);
-        metrics.generated_tokens.inc_by(processed.generated_tokens);
-        metrics.tokens_per_second.set(processed.generated_tokens as f64 / secs.max(1e-9));
-        metrics.samples_per_second.set(processed.samples as f64 / secs.max(1e-9));
-        let n = processed.results.len() as u64;
-        let failed = processed.results.iter().filter(|r| matches!(r.outcome, Some(v1::item_result::Outcome::Failure(_)))).count() as u64;
-
-        // Report until it is stored: the coordinator may be restarting. After shutdown
-        // begins, keep trying only until the drain timeout, then release the entries.
-        let req = v1::ReportResultsRequest {
-            worker_id: cfg.worker_id.clone(),
-            judge: cfg.judge.clone(),
-            results: processed.results,
-            fingerprint: cfg.fingerprints.judge.clone(),
-            meta_fingerprint: cfg.fingerprints.meta_rm.clone(),
-        };
-        let deadline = Instant::now() + cfg.drain_timeout;
-        let mut backoff = Backoff::new();
-        let reported = loop {
-            match coordinator.report(req.clone()).await {
-                Ok(_) => break true,
-                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                    // Our weights are not the judge's (it was rebound): nothing we judge
-                    // will be accepted. Hand the batch back and stop.
-                    tracing::error!(error = %e.message(), "results refused for these weights; releasing the batch and stopping");
-                    held.refuse(e.message().to_string());
-                    break false;
-                }
-                Err(e) if !retryable(&e) => {
-                    // The coordinator refuses this report as it is; retrying will not help.
-                    // Release the entries: redelivery ends in the dead letters if it persists.
-                    tracing::error!(error = %e, "report refused; releasing the batch");
-                    break false;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "report failed; retrying");
-                    if *stop_rx.borrow() && Instant::now() > deadline {
-                        break false;
-                    }
-                    backoff.wait().await;
-                }
-            }
-        };
-        if reported {
-            metrics.items_done.inc_by(n - failed);
-            metrics.items_failed.inc_by(failed);
-            stats.items_reported += n;
-            stats.samples += processed.samples;
-        } else {
-            let ids = held.get();
-            if queue.release(&cfg.judge, &cfg.worker_id, &ids).await.is_ok() {
-                stats.released += ids.len() as u64;
-            }
-        }
-        held.set(Vec::new());
-    }
+    let source = QueueSource::new(cfg.clone(), queue.clone(), conn, held.clone(), cancelled, metrics.clone(), stop_rx.clone());
+    let mut sink = CoordinatorSink { cfg: cfg.clone(), coordinator, queue, held: held.clone(), metrics: metrics.clone(), stop: stop_rx.clone() };
+    tracing::info!(worker = %cfg.worker_id, judge = %cfg.judge, "worker started");
+    let mut stop = stop_rx.clone();
+    let until_stop = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let pcfg = PipelineConfig { k_hint, drain_timeout: cfg.drain_timeout, ..PipelineConfig::default() };
+    let result = pipeline::run(judge, source, &mut sink, pcfg, until_stop).await;
+    let _ = beat_tx.send(true);
+    let _ = heartbeat.await;
     if let Some(why) = held.refused() {
-        heartbeat.abort();
         return Err(WorkerError::Refused(why));
     }
-    let _ = heartbeat.await;
-    tracing::info!(worker = %cfg.worker_id, reported = stats.items_reported, "worker stopped");
-    Ok(stats)
-}
-
-/// Errors worth retrying: the coordinator or its dependencies are unavailable.
-fn retryable(e: &tonic::Status) -> bool {
-    use tonic::Code::*;
-    matches!(e.code(), Unavailable | Unknown | DeadlineExceeded | ResourceExhausted | Aborted | Internal | Cancelled)
+    let stats = result?;
+    metrics.samples.inc_by(stats.samples);
+    metrics.generated_tokens.inc_by(stats.generated_tokens);
+    tracing::info!(worker = %cfg.worker_id, reported = stats.items, "worker stopped");
+    Ok(WorkerStats { items_reported: stats.items - stats.released, samples: stats.samples, released: stats.released })
 }
 
 async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinator, held: Arc<Held>, cancelled: Arc<Mutex<HashSet<String>>>, mut stop: watch::Receiver<bool>) {
@@ -270,7 +159,7 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         match coordinator.heartbeat(heartbeat_request(&cfg, ids.len())).await {
             Ok(r) => *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect(),
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                tracing::error!(error = %e.message(), "the coordinator refused this worker's weights; stopping after the batch in hand");
+                tracing::error!(error = %e.message(), "the coordinator refused this worker's weights; stopping");
                 held.refuse(e.message().to_string());
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),

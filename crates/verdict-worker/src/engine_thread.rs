@@ -1,0 +1,129 @@
+//! The engine's side of the pipeline, on a thread of its own (the engine blocks while the
+//! device works). It prepares the items it receives, feeds them to a continuously batched
+//! [`Session`] and sends each item's outcome as soon as its samples are done.
+//!
+//! A session runs one spec, with a cache sized for prompts up to a length. An item of
+//! another spec, or with a longer prompt, waits until the session has drained; then a new
+//! session is sized for what waits (at least `PLANNING_PROMPT_TOKENS`, so that one longer
+//! prompt does not mean one session per item).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use verdict_core::{Item, LabelSpec};
+use verdict_engine::{EngineError, Judge, PreparedItem, Session};
+
+use crate::pipeline::Outcome;
+
+/// Prompt length a session is sized for at least.
+pub const PLANNING_PROMPT_TOKENS: usize = 1024;
+
+pub enum EngineEvent {
+    Done { seq: u64, outcome: Outcome, samples: u64, tokens: u64 },
+    Failed(EngineError),
+}
+
+struct Ready {
+    seq: u64,
+    spec: LabelSpec,
+    item: PreparedItem,
+}
+
+/// Run until the work channel closes (and everything received is finished) or `abort`.
+/// `capacity` is told how many items the current session holds at once.
+pub fn run(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, events: UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, k_hint: usize) {
+    if let Err(e) = serve(judge, &work, &events, abort, capacity, k_hint) {
+        let _ = events.send(EngineEvent::Failed(e));
+    }
+}
+
+fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, k_hint: usize) -> Result<(), EngineError> {
+    let mut waiting: VecDeque<Ready> = VecDeque::new();
+    let mut session: Option<Session<'_>> = None;
+    let mut closed = false;
+    let send = |seq: u64, outcome: Outcome| {
+        let (samples, tokens) = match &outcome {
+            Outcome::Verdict(r) => (r.samples.len() as u64, r.samples.iter().map(|s| s.completion_tokens as u64).sum()),
+            _ => (0, 0),
+        };
+        let _ = events.send(EngineEvent::Done { seq, outcome, samples, tokens });
+    };
+    // Items whose spec the judge cannot run are rejected whole, once per spec.
+    let mut checked: Vec<(LabelSpec, Option<String>)> = Vec::new();
+    loop {
+        if abort.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let busy = session.as_ref().is_some_and(|s| !s.is_idle()) || !waiting.is_empty();
+        // Take what has arrived: without waiting while there is work, else for a moment.
+        loop {
+            let got = if busy { work.try_recv().map_err(|e| matches!(e, std::sync::mpsc::TryRecvError::Disconnected)) } else {
+                work.recv_timeout(Duration::from_millis(100)).map_err(|e| e == RecvTimeoutError::Disconnected)
+            };
+            match got {
+                Ok((seq, spec, item)) => {
+                    let refusal = match checked.iter().find(|(s, _)| *s == spec) {
+                        Some((_, r)) => r.clone(),
+                        None => {
+                            let r = judge.check_spec(&spec).err().map(|e| e.to_string());
+                            checked.push((spec.clone(), r.clone()));
+                            r
+                        }
+                    };
+                    if let Some(message) = refusal {
+                        send(seq, Outcome::Rejected { field: "spec".into(), message });
+                        continue;
+                    }
+                    match judge.prepare(item, &spec) {
+                        Ok(p) => waiting.push_back(Ready { seq, spec, item: p }),
+                        Err(EngineError::Item { error, .. }) => send(seq, Outcome::Rejected { field: error.field.clone(), message: error.problem.to_string() }),
+                        Err(e) => return Err(e),
+                    }
+                    if !busy {
+                        break;
+                    }
+                }
+                Err(true) => {
+                    closed = true;
+                    break;
+                }
+                Err(false) => break,
+            }
+        }
+        // Feed the session what fits it; start a new one when it has drained and the next
+        // item needs another.
+        if session.as_ref().is_none_or(|s| s.is_idle()) {
+            if let Some(front) = waiting.front() {
+                let fits = session.as_ref().is_some_and(|s| *s.spec() == front.spec && s.fits(&front.item));
+                if !fits {
+                    let longest = waiting.iter().filter(|r| r.spec == front.spec).flat_map(|r| r.item.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
+                    // The old session's cache goes before the new one is allocated.
+                    drop(session.take());
+                    let s = judge.session(&front.spec, longest.max(PLANNING_PROMPT_TOKENS), None, false)?;
+                    capacity.store((s.rows() / k_hint.max(1)).max(1), Ordering::Relaxed);
+                    tracing::debug!(rows = s.rows(), max_prompt = longest.max(PLANNING_PROMPT_TOKENS), "engine session");
+                    session = Some(s);
+                }
+            }
+        }
+        if let Some(s) = session.as_mut() {
+            while waiting.front().is_some_and(|r| r.spec == *s.spec() && s.fits(&r.item)) {
+                if let Some(r) = waiting.pop_front() {
+                    s.submit(r.seq as usize, r.item)?;
+                }
+            }
+            if !s.is_idle() {
+                for (seq, record) in s.step()? {
+                    send(seq as u64, Outcome::Verdict(Box::new(record)));
+                }
+                continue;
+            }
+        }
+        if closed && waiting.is_empty() {
+            return Ok(());
+        }
+    }
+}
