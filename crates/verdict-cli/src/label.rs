@@ -58,6 +58,8 @@ pub struct LabelArgs {
 struct Scan {
     /// Items to label, with their line numbers.
     todo: Vec<(usize, Item)>,
+    /// The longest rendered prompt among them, in tokens (sizes the engine's cache).
+    longest: usize,
     rejected: Vec<Rejected>,
     resumed: usize,
     duplicates: usize,
@@ -66,7 +68,7 @@ struct Scan {
 /// Read every line, check it against the judge (shape, length, resume), and sort it.
 fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Existing, output: &Output) -> anyhow::Result<Scan> {
     let mut reader = Reader::open(&args.input)?;
-    let (mut todo, mut rejected, mut resumed) = (Vec::new(), Vec::new(), 0);
+    let (mut todo, mut rejected, mut resumed, mut longest) = (Vec::new(), Vec::new(), 0, 0);
     for parsed in reader.by_ref() {
         let (line, item, text) = match parsed? {
             Parsed::Rejected(r) => {
@@ -88,7 +90,10 @@ fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Exis
             bail!("{} already holds a verdict for id {} (line {line}) {why}; write to a new output file", output.path.display(), item.id);
         }
         match prompter.prepare(item, spec) {
-            Ok(p) => todo.push((line, p.item)),
+            Ok(p) => {
+                longest = longest.max(p.prompts.iter().map(|(_, ids)| ids.len()).max().unwrap_or(0));
+                todo.push((line, p.item));
+            }
             Err(EngineError::Item { id, error }) => rejected.push(Rejected::of_item(line, &id, &error, text)),
             Err(e) => return Err(e.into()),
         }
@@ -96,7 +101,7 @@ fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Exis
     if reader.non_blank == 0 {
         return Err(no_items(&args.input));
     }
-    Ok(Scan { todo, rejected, resumed, duplicates: reader.duplicates })
+    Ok(Scan { todo, longest, rejected, resumed, duplicates: reader.duplicates })
 }
 
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
@@ -123,7 +128,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     if existing.truncated_bytes > 0 {
         note(format!("note: cut a partial last line ({} bytes) from {} left by an interrupted run", existing.truncated_bytes, output.journal.display()));
     }
-    let Scan { todo, mut rejected, resumed, duplicates } = scan(&args, &prompter, &spec, &existing, &output)?;
+    let Scan { todo, longest, mut rejected, resumed, duplicates } = scan(&args, &prompter, &spec, &existing, &output)?;
     if !args.skip_invalid {
         refuse_bad_lines(&args.input, &rejected, "write them to a rejects file and label the rest")?;
     }
@@ -154,7 +159,12 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let total = todo.len() as u64;
     let source = FileSource::new(todo, spec.clone());
     let mut sink = FileSink::new(output.writer()?, progress_bar(total), stopped);
-    let pcfg = PipelineConfig { k_hint: spec.k.max(1) as usize, drain_timeout: Duration::from_secs(365 * 24 * 3600), ..PipelineConfig::default() };
+    let pcfg = PipelineConfig {
+        k_hint: spec.k.max(1) as usize,
+        drain_timeout: Duration::from_secs(365 * 24 * 3600),
+        prompt_tokens: Some(longest),
+        ..PipelineConfig::default()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let until_stop = async move {

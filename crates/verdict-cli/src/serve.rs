@@ -97,6 +97,9 @@ pub struct WorkerArgs {
     /// Samples per item to plan leases for (items in flight = batch rows / this, and half again).
     #[arg(long, env = "VERDICT_K_HINT", default_value_t = 8)]
     k_hint: usize,
+    /// The longest rendered prompt to size the KV cache for, in tokens (default 1,024 or the longest seen; a longer one drains the batch and resizes it).
+    #[arg(long, env = "VERDICT_PROMPT_TOKENS")]
+    prompt_tokens: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, env = "VERDICT_DEVICE", default_value = "cpu")]
     device: String,
@@ -186,6 +189,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
     cfg.fingerprints = judge.fingerprints().clone();
     cfg.context_length = judge.config().max_position_embeddings as u32;
+    cfg.prompt_tokens = args.prompt_tokens;
     let meta = judge.fingerprints().meta_rm.as_deref().map(|m| format!(", meta RM {m}")).unwrap_or_default();
     note(format!("worker {} serving judge {judge_name} (weights {}{meta}) on {}", cfg.worker_id, judge.fingerprints().judge, args.device));
     let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;

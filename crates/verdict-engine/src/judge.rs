@@ -254,12 +254,25 @@ impl Judge {
     /// exactly `max_new_tokens` long whatever it writes (benchmarks; the verdicts mean
     /// nothing then).
     pub fn judge_with(&self, items: &[PreparedItem], spec: &LabelSpec, fixed_length: bool) -> Result<(Vec<VerdictRecord>, GenStats)> {
+        self.judge_all(items, spec, fixed_length, None)
+    }
+
+    /// `judge`, with sample j of item i generating exactly `lengths[i][j]` tokens (benchmarks
+    /// of varied judgement lengths; the verdicts mean nothing then).
+    pub fn judge_lengths(&self, items: &[PreparedItem], spec: &LabelSpec, lengths: &[Vec<usize>]) -> Result<(Vec<VerdictRecord>, GenStats)> {
+        self.judge_all(items, spec, true, Some(lengths))
+    }
+
+    fn judge_all(&self, items: &[PreparedItem], spec: &LabelSpec, fixed_length: bool, lengths: Option<&[Vec<usize>]>) -> Result<(Vec<VerdictRecord>, GenStats)> {
         let longest = items.iter().flat_map(|p| p.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
         let samples: usize = items.iter().map(|p| p.samples.len()).sum();
         let mut session = self.session(spec, longest, Some(samples), fixed_length)?;
         let mut out: Vec<Option<VerdictRecord>> = vec![None; items.len()];
         for (i, p) in items.iter().enumerate() {
-            session.submit(i, p.clone())?;
+            match lengths {
+                Some(l) => session.submit_fixed(i, p.clone(), &l[i])?,
+                None => session.submit(i, p.clone())?,
+            }
         }
         while !session.is_idle() {
             for (i, r) in session.step()? {

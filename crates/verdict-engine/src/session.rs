@@ -46,6 +46,20 @@ impl<'a> Session<'a> {
 
     /// Queue an item's k samples, under the caller's `tag` (returned with its verdict).
     pub fn submit(&mut self, tag: usize, item: PreparedItem) -> Result<()> {
+        self.submit_inner(tag, item, None)
+    }
+
+    /// `submit`, with sample j generating exactly `lengths[j]` tokens whatever it writes
+    /// (benchmarks of varied judgement lengths; the verdicts mean nothing then). Each length
+    /// is at most the spec's `max_new_tokens`.
+    pub fn submit_fixed(&mut self, tag: usize, item: PreparedItem, lengths: &[usize]) -> Result<()> {
+        if lengths.len() != item.samples.len() || lengths.iter().any(|&l| l == 0 || l > self.spec.max_new_tokens as usize) {
+            return Err(EngineError::Device(format!("item {}: {} lengths in 1..={} for {} samples", item.item.id, lengths.len(), self.spec.max_new_tokens, item.samples.len())));
+        }
+        self.submit_inner(tag, item, Some(lengths))
+    }
+
+    fn submit_inner(&mut self, tag: usize, item: PreparedItem, lengths: Option<&[usize]>) -> Result<()> {
         if !self.fits(&item) {
             return Err(EngineError::Device(format!("item {}: a prompt is longer than this session's {} tokens", item.item.id, self.engine.max_prompt())));
         }
@@ -55,10 +69,10 @@ impl<'a> Session<'a> {
             let sample = self.engine.add_sample(GenRequest {
                 prompt: prompt_ids[*prompt],
                 seed: mix(&[SAMPLING_TAG, self.spec.seed, item.item_seed, j as u64]),
-                max_new_tokens: max_new,
+                max_new_tokens: lengths.map(|l| l[j]).unwrap_or(max_new),
                 n_scores: item.item.responses.len(),
                 force_scores: self.spec.on_budget == OnBudget::Force,
-                fixed_length: self.fixed_length,
+                fixed_length: self.fixed_length || lengths.is_some(),
             });
             self.owners.insert(sample, (tag, j));
         }

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub fingerprints: Fingerprints,
     /// The judge's context length in tokens (reported in heartbeats).
     pub context_length: u32,
+    /// The longest prompt to size the engine's cache for, when the operator knows it.
+    pub prompt_tokens: Option<usize>,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -50,6 +52,7 @@ impl WorkerConfig {
             device: "cpu".into(),
             fingerprints: Fingerprints::default(),
             context_length: 0,
+            prompt_tokens: None,
             metrics_listen: None,
         }
     }

@@ -4,8 +4,8 @@
 //!
 //! A session runs one spec, with a cache sized for prompts up to a length. An item of
 //! another spec, or with a longer prompt, waits until the session has drained; then a new
-//! session is sized for what waits (at least `PLANNING_PROMPT_TOKENS`, so that one longer
-//! prompt does not mean one session per item).
+//! session is sized for what waits (at least `PLANNING_PROMPT_TOKENS`, or the longest prompt
+//! the caller expects, so that one longer prompt does not mean one session per item).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,6 +26,15 @@ pub enum EngineEvent {
     Failed(EngineError),
 }
 
+/// How sessions are sized.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    /// Samples per item to plan for (capacity in items = rows / this).
+    pub k_hint: usize,
+    /// The longest prompt to expect, in tokens (0: unknown).
+    pub prompt_tokens: usize,
+}
+
 struct Ready {
     seq: u64,
     spec: LabelSpec,
@@ -34,13 +43,13 @@ struct Ready {
 
 /// Run until the work channel closes (and everything received is finished) or `abort`.
 /// `capacity` is told how many items the current session holds at once.
-pub fn run(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, events: UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, k_hint: usize) {
-    if let Err(e) = serve(judge, &work, &events, abort, capacity, k_hint) {
+pub fn run(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, events: UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) {
+    if let Err(e) = serve(judge, &work, &events, abort, capacity, sizing) {
         let _ = events.send(EngineEvent::Failed(e));
     }
 }
 
-fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, k_hint: usize) -> Result<(), EngineError> {
+fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) -> Result<(), EngineError> {
     let mut waiting: VecDeque<Ready> = VecDeque::new();
     let mut session: Option<Session<'_>> = None;
     let mut closed = false;
@@ -100,11 +109,12 @@ fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &Unboun
                 let fits = session.as_ref().is_some_and(|s| *s.spec() == front.spec && s.fits(&front.item));
                 if !fits {
                     let longest = waiting.iter().filter(|r| r.spec == front.spec).flat_map(|r| r.item.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap_or(0);
+                    let max_prompt = longest.max(sizing.prompt_tokens).max(PLANNING_PROMPT_TOKENS);
                     // The old session's cache goes before the new one is allocated.
                     drop(session.take());
-                    let s = judge.session(&front.spec, longest.max(PLANNING_PROMPT_TOKENS), None, false)?;
-                    capacity.store((s.rows() / k_hint.max(1)).max(1), Ordering::Relaxed);
-                    tracing::debug!(rows = s.rows(), max_prompt = longest.max(PLANNING_PROMPT_TOKENS), "engine session");
+                    let s = judge.session(&front.spec, max_prompt, None, false)?;
+                    capacity.store((s.rows() / sizing.k_hint.max(1)).max(1), Ordering::Relaxed);
+                    tracing::debug!(rows = s.rows(), max_prompt, "engine session");
                     session = Some(s);
                 }
             }

@@ -85,11 +85,15 @@ pub struct PipelineConfig {
     pub lookahead: f64,
     /// How long to finish and report items in flight after shutdown begins.
     pub drain_timeout: Duration,
+    /// The longest prompt (tokens) to size the engine's cache for, when known up front (a
+    /// file's items); a longer prompt later means draining the session and starting a
+    /// bigger one.
+    pub prompt_tokens: Option<usize>,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { k_hint: 8, lookahead: 0.5, drain_timeout: Duration::from_secs(120) }
+        Self { k_hint: 8, lookahead: 0.5, drain_timeout: Duration::from_secs(120), prompt_tokens: None }
     }
 }
 
@@ -173,10 +177,11 @@ pub async fn run<S: Source>(
     let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, LabelSpec, Item)>();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<EngineEvent>();
     let engine = {
-        let (judge, abort, capacity, k) = (judge.clone(), abort.clone(), capacity.clone(), cfg.k_hint.max(1));
+        let sizing = engine_thread::Sizing { k_hint: cfg.k_hint.max(1), prompt_tokens: cfg.prompt_tokens.unwrap_or(0) };
+        let (judge, abort, capacity) = (judge.clone(), abort.clone(), capacity.clone());
         std::thread::Builder::new()
             .name("verdict-engine".into())
-            .spawn(move || engine_thread::run(&judge, work_rx, event_tx, &abort, &capacity, k))
+            .spawn(move || engine_thread::run(&judge, work_rx, event_tx, &abort, &capacity, sizing))
             .map_err(|e| PipelineError::Engine(EngineError::Device(format!("cannot start the engine thread: {e}"))))?
     };
     let flow = Arc::new(Flow { in_flight: AtomicUsize::new(0), room: tokio::sync::Notify::new(), halt: AtomicBool::new(false) });

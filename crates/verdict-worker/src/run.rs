@@ -129,7 +129,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     let until_stop = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let pcfg = PipelineConfig { k_hint, drain_timeout: cfg.drain_timeout, ..PipelineConfig::default() };
+    let pcfg = PipelineConfig { k_hint, drain_timeout: cfg.drain_timeout, prompt_tokens: cfg.prompt_tokens, ..PipelineConfig::default() };
     let result = pipeline::run(judge, source, &mut sink, pcfg, until_stop).await;
     let _ = beat_tx.send(true);
     let _ = heartbeat.await;

@@ -26,6 +26,8 @@ pub use sampling::{GenOutput, GenRequest};
 /// What generation cost, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenStats {
+    /// Rows of the batch (the most sequences decoded together), as sized.
+    pub rows: usize,
     /// Samples generated.
     pub sequences: usize,
     /// Distinct prompts prefilled.
@@ -49,6 +51,7 @@ pub struct GenStats {
 
 impl GenStats {
     pub fn add(&mut self, o: &GenStats) {
+        self.rows = self.rows.max(o.rows);
         self.sequences += o.sequences;
         self.prompts += o.prompts;
         self.prefill_tokens += o.prefill_tokens;
@@ -103,7 +106,7 @@ impl<'a> Engine<'a> {
             next_prompt: 0,
             next_sample: 0,
             max_prompt,
-            stats: GenStats::default(),
+            stats: GenStats { rows, ..GenStats::default() },
         })
     }
 
@@ -184,7 +187,11 @@ impl<'a> Engine<'a> {
         // A little slack beyond the free rows, so rows that free up next find their prompt
         // already prefilled.
         let slack = self.scheduler.rows() / 8;
-        let want = self.scheduler.to_prefill(|p| self.prompts.get(&p).map(|x| x.tokens.len()).unwrap_or(0), PREFILL_TOKENS, slack);
+        // While most rows are free (the start, or a new wave of work) prefill in bigger
+        // steps: there is little decoding to hold up, and larger chunks prefill faster.
+        let rows = self.scheduler.rows().max(1);
+        let budget = PREFILL_TOKENS * (1 + 3 * self.scheduler.free_rows() / rows);
+        let want = self.scheduler.to_prefill(|p| self.prompts.get(&p).map(|x| x.tokens.len()).unwrap_or(0), budget, slack);
         if want.is_empty() {
             return Ok(());
         }
