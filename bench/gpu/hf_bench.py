@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.5)
+    ap.add_argument("--limit", type=int, default=0, help="workload: only the first LIMIT samples")
     args = ap.parse_args()
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
@@ -103,6 +104,8 @@ def main():
 
 def workload(model, pad, w, args):
     prompts, lengths = w["prompts"], w["lengths"]
+    if args.limit:
+        prompts, lengths = prompts[:args.limit], lengths[:args.limit]
     longest_prompt, longest_new = max(len(p) for p in prompts), max(lengths)
 
     def generate(seqs, new_tokens, static):
