@@ -129,13 +129,10 @@ pub fn verdict_from_row(mut row: Value) -> Value {
     if let Some(m) = obj.remove("messages") {
         obj.insert("prompt".into(), m);
     }
-    match obj.remove("metadata") {
-        Some(Value::String(text)) => {
-            if let Ok(m @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-                obj.insert("metadata".into(), m);
-            }
+    if let Some(Value::String(text)) = obj.remove("metadata") {
+        if let Ok(m @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
+            obj.insert("metadata".into(), m);
         }
-        _ => {}
     }
     if let Some(Value::Array(samples)) = obj.get_mut("samples") {
         for s in samples.iter_mut().filter_map(Value::as_object_mut) {

@@ -26,7 +26,7 @@ pub fn is_parquet(p: &Path) -> bool {
 
 enum Inner {
     Jsonl(std::io::BufWriter<Box<dyn Write>>),
-    Parquet(ParquetWriter),
+    Parquet(Box<ParquetWriter>),
 }
 
 pub struct RowSink {
@@ -58,7 +58,7 @@ impl RowSink {
                         RowKind::Dpo(form) => schemas::dpo(form),
                         RowKind::Rewards(form) => schemas::rewards(form),
                     };
-                    Inner::Parquet(ParquetWriter::create(&tmp, schema)?)
+                    Inner::Parquet(Box::new(ParquetWriter::create(&tmp, schema)?))
                 } else {
                     let f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
                     Inner::Jsonl(std::io::BufWriter::new(Box::new(f)))

@@ -145,11 +145,9 @@ impl LabelSpec {
         if self.max_new_tokens < 16 {
             return Err(SpecError::MaxNewTokens(self.max_new_tokens));
         }
-        if let Aggregation::MetaRm { k_meta } = self.aggregation {
-            if let Some(k_meta) = k_meta {
-                if k_meta == 0 || k_meta > self.k {
-                    return Err(SpecError::KMeta { k_meta, k: self.k });
-                }
+        if let Aggregation::MetaRm { k_meta: Some(k_meta) } = self.aggregation {
+            if k_meta == 0 || k_meta > self.k {
+                return Err(SpecError::KMeta { k_meta, k: self.k });
             }
         }
         Ok(())

@@ -46,7 +46,8 @@ pub struct PromptKv {
 }
 
 impl PromptKv {
-    pub fn len(&self) -> usize {
+    /// The prompt's length in tokens.
+    pub fn tokens(&self) -> usize {
         self.chunk.lengths[self.row]
     }
 }
@@ -179,7 +180,7 @@ impl<'m> Runner<'m> {
             let at = self.offset - first.chunk.width;
             profile::time("prefill", "admission", self.model.device(), || self.cache.copy_rows_from(&first.chunk.cache, &src, row0, at)).step("admission")?;
             for (row, p) in &sorted[i..j] {
-                self.pads[*row] = self.offset - p.len();
+                self.pads[*row] = self.offset - p.tokens();
                 self.live[*row] = true;
             }
             i = j;
