@@ -108,16 +108,6 @@ impl<'a> Session<'a> {
         self.engine.is_idle()
     }
 
-    /// Items submitted and not yet returned.
-    pub fn items_in_flight(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Samples waiting for a row or running.
-    pub fn samples_pending(&self) -> usize {
-        self.engine.pending()
-    }
-
     /// Rows of the batch.
     pub fn rows(&self) -> usize {
         self.engine.rows()

@@ -120,11 +120,6 @@ impl<'a> Engine<'a> {
         self.scheduler.rows()
     }
 
-    /// Samples waiting or running.
-    pub fn pending(&self) -> usize {
-        self.scheduler.waiting() + self.scheduler.running()
-    }
-
     pub fn is_idle(&self) -> bool {
         self.scheduler.is_idle()
     }
@@ -172,15 +167,6 @@ impl<'a> Engine<'a> {
         self.compact()?;
         self.stats.generated_tokens += finished.iter().map(|(_, o)| o.tokens.len()).sum::<usize>();
         Ok(finished)
-    }
-
-    /// Run until every sample added so far is finished.
-    pub fn run(&mut self) -> Result<Vec<(usize, GenOutput)>> {
-        let mut out = Vec::new();
-        while !self.is_idle() {
-            out.extend(self.step()?);
-        }
-        Ok(out)
     }
 
     fn prefill(&mut self) -> Result<()> {

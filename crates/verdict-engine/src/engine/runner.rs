@@ -106,11 +106,6 @@ impl<'m> Runner<'m> {
         self.model.device()
     }
 
-    /// Rows holding a sequence.
-    pub fn live_rows(&self) -> usize {
-        self.live.iter().filter(|&&l| l).count()
-    }
-
     /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`.
     pub fn prefill(&self, prompts: &[&[u32]]) -> Result<Vec<PromptKv>> {
         let mut out = Vec::with_capacity(prompts.len());
