@@ -143,6 +143,8 @@ impl Source for QueueSource {
 }
 
 pub struct CoordinatorSink {
+    /// When the previous report was stored (rates are per interval between reports).
+    pub last_report: Instant,
     pub cfg: WorkerConfig,
     pub coordinator: Coordinator,
     /// To hand back entries whose report the coordinator refused as it was.
@@ -219,8 +221,23 @@ impl Sink<Lease> for CoordinatorSink {
             }
         }
         let verdicts = results.iter().filter(|(_, o)| o.is_verdict()).count() as u64;
-        self.metrics.items_done.inc_by(verdicts);
-        self.metrics.items_failed.inc_by(results.len() as u64 - verdicts);
+        let (samples, tokens) = results
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Verdict(r) => Some((r.samples.len() as u64, r.samples.iter().map(|s| s.completion_tokens as u64).sum::<u64>())),
+                _ => None,
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let m = &self.metrics;
+        m.items_done.inc_by(verdicts);
+        m.items_failed.inc_by(results.len() as u64 - verdicts);
+        m.samples.inc_by(samples);
+        m.generated_tokens.inc_by(tokens);
+        m.report_seconds.observe(started.elapsed().as_secs_f64());
+        let interval = self.last_report.elapsed().as_secs_f64().max(1e-3);
+        m.samples_per_second.set(samples as f64 / interval);
+        m.tokens_per_second.set(tokens as f64 / interval);
+        self.last_report = Instant::now();
         self.held.remove(results.iter().map(|(l, _)| &l.entry));
         Ok(())
     }

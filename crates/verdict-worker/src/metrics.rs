@@ -10,7 +10,8 @@ pub struct Metrics {
     pub items_failed: IntCounter,
     pub samples: IntCounter,
     pub generated_tokens: IntCounter,
-    pub batch_seconds: Histogram,
+    /// Time the coordinator took to store a report.
+    pub report_seconds: Histogram,
     pub tokens_per_second: Gauge,
     pub samples_per_second: Gauge,
 }
@@ -28,21 +29,21 @@ impl Metrics {
             let _ = registry.register(Box::new(g.clone()));
             g
         };
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new("batch_seconds", "Engine time per batch")
-                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+        let report_seconds = Histogram::with_opts(
+            HistogramOpts::new("report_seconds", "Time to have a report stored by the coordinator, retries included")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
         .expect("valid metric");
-        let _ = registry.register(Box::new(batch_seconds.clone()));
+        let _ = registry.register(Box::new(report_seconds.clone()));
         Self {
             items_leased: counter("items_leased_total", "Entries leased (new or reclaimed)"),
             items_done: counter("items_done_total", "Items judged and reported"),
             items_failed: counter("items_failed_total", "Items reported as rejected, dead or cancelled"),
             samples: counter("samples_total", "Samples generated"),
             generated_tokens: counter("generated_tokens_total", "Tokens generated"),
-            tokens_per_second: gauge("tokens_per_second", "Generated tokens per second over the last batch"),
-            samples_per_second: gauge("samples_per_second", "Samples per second over the last batch"),
-            batch_seconds,
+            tokens_per_second: gauge("tokens_per_second", "Generated tokens per second since the previous report"),
+            samples_per_second: gauge("samples_per_second", "Samples per second since the previous report"),
+            report_seconds,
             registry,
         }
     }

@@ -123,7 +123,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         }
     };
     let source = QueueSource::new(cfg.clone(), queue.clone(), conn, held.clone(), cancelled, metrics.clone(), stop_rx.clone());
-    let mut sink = CoordinatorSink { cfg: cfg.clone(), coordinator, queue, held: held.clone(), metrics: metrics.clone(), stop: stop_rx.clone() };
+    let mut sink = CoordinatorSink { last_report: std::time::Instant::now(), cfg: cfg.clone(), coordinator, queue, held: held.clone(), metrics: metrics.clone(), stop: stop_rx.clone() };
     tracing::info!(worker = %cfg.worker_id, judge = %cfg.judge, "worker started");
     let mut stop = stop_rx.clone();
     let until_stop = async move {
@@ -137,8 +137,6 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         return Err(WorkerError::Refused(why));
     }
     let stats = result?;
-    metrics.samples.inc_by(stats.samples);
-    metrics.generated_tokens.inc_by(stats.generated_tokens);
     tracing::info!(worker = %cfg.worker_id, reported = stats.items, "worker stopped");
     Ok(WorkerStats { items_reported: stats.items - stats.released, samples: stats.samples, released: stats.released })
 }
