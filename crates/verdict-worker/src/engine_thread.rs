@@ -1,6 +1,8 @@
-//! The engine's side of the pipeline, on a thread of its own (the engine blocks while the
-//! device works). It prepares the items it receives, feeds them to a continuously batched
-//! [`Session`] and sends each item's outcome as soon as its samples are done.
+//! The engine's side of the pipeline: a preparing thread renders and tokenizes the items it
+//! receives (and settles those the judge cannot take), so that work never delays a decode
+//! step; the engine thread (which blocks while the device works) feeds them to a
+//! continuously batched [`Session`] and sends each item's outcome as soon as its samples
+//! are done.
 //!
 //! A session runs one spec, with a cache sized for prompts up to a length. An item of
 //! another spec, or with a longer prompt, waits until the session has drained; then a new
@@ -35,33 +37,67 @@ pub struct Sizing {
     pub prompt_tokens: usize,
 }
 
-struct Ready {
+pub struct Ready {
     seq: u64,
     spec: LabelSpec,
     item: PreparedItem,
 }
 
-/// Run until the work channel closes (and everything received is finished) or `abort`.
-/// `capacity` is told how many items the current session holds at once.
-pub fn run(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, events: UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) {
+fn send(events: &UnboundedSender<EngineEvent>, seq: u64, outcome: Outcome) {
+    let (samples, tokens) = match &outcome {
+        Outcome::Verdict(r) => (r.samples.len() as u64, r.samples.iter().map(|s| s.completion_tokens as u64).sum()),
+        _ => (0, 0),
+    };
+    let _ = events.send(EngineEvent::Done { seq, outcome, samples, tokens });
+}
+
+/// The preparing thread: render and tokenize each item, passing it on ready for the engine;
+/// an item the judge cannot take (a prompt too long, a spec it cannot run) is settled here.
+/// Ends when the work channel closes.
+pub fn prepare(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, ready: std::sync::mpsc::Sender<Ready>, events: UnboundedSender<EngineEvent>) {
+    // Items whose spec the judge cannot run are rejected whole, once per spec.
+    let mut checked: Vec<(LabelSpec, Option<String>)> = Vec::new();
+    for (seq, spec, item) in work {
+        let refusal = match checked.iter().find(|(s, _)| *s == spec) {
+            Some((_, r)) => r.clone(),
+            None => {
+                let r = judge.check_spec(&spec).err().map(|e| e.to_string());
+                checked.push((spec.clone(), r.clone()));
+                r
+            }
+        };
+        if let Some(message) = refusal {
+            send(&events, seq, Outcome::Rejected { field: "spec".into(), message });
+            continue;
+        }
+        match judge.prepare(item, &spec) {
+            Ok(item) => {
+                if ready.send(Ready { seq, spec, item }).is_err() {
+                    return;
+                }
+            }
+            Err(EngineError::Item { error, .. }) => send(&events, seq, Outcome::Rejected { field: error.field.clone(), message: error.problem.to_string() }),
+            Err(e) => {
+                let _ = events.send(EngineEvent::Failed(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The engine thread: run until the prepared items' channel closes (and everything received
+/// is finished) or `abort`. `capacity` is told how many items the current session holds at
+/// once.
+pub fn run(judge: &Judge, work: Receiver<Ready>, events: UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) {
     if let Err(e) = serve(judge, &work, &events, abort, capacity, sizing) {
         let _ = events.send(EngineEvent::Failed(e));
     }
 }
 
-fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) -> Result<(), EngineError> {
+fn serve(judge: &Judge, work: &Receiver<Ready>, events: &UnboundedSender<EngineEvent>, abort: &AtomicBool, capacity: &AtomicUsize, sizing: Sizing) -> Result<(), EngineError> {
     let mut waiting: VecDeque<Ready> = VecDeque::new();
     let mut session: Option<Session<'_>> = None;
     let mut closed = false;
-    let send = |seq: u64, outcome: Outcome| {
-        let (samples, tokens) = match &outcome {
-            Outcome::Verdict(r) => (r.samples.len() as u64, r.samples.iter().map(|s| s.completion_tokens as u64).sum()),
-            _ => (0, 0),
-        };
-        let _ = events.send(EngineEvent::Done { seq, outcome, samples, tokens });
-    };
-    // Items whose spec the judge cannot run are rejected whole, once per spec.
-    let mut checked: Vec<(LabelSpec, Option<String>)> = Vec::new();
     loop {
         if abort.load(Ordering::SeqCst) {
             return Ok(());
@@ -73,24 +109,8 @@ fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &Unboun
                 work.recv_timeout(Duration::from_millis(100)).map_err(|e| e == RecvTimeoutError::Disconnected)
             };
             match got {
-                Ok((seq, spec, item)) => {
-                    let refusal = match checked.iter().find(|(s, _)| *s == spec) {
-                        Some((_, r)) => r.clone(),
-                        None => {
-                            let r = judge.check_spec(&spec).err().map(|e| e.to_string());
-                            checked.push((spec.clone(), r.clone()));
-                            r
-                        }
-                    };
-                    if let Some(message) = refusal {
-                        send(seq, Outcome::Rejected { field: "spec".into(), message });
-                        continue;
-                    }
-                    match judge.prepare(item, &spec) {
-                        Ok(p) => waiting.push_back(Ready { seq, spec, item: p }),
-                        Err(EngineError::Item { error, .. }) => send(seq, Outcome::Rejected { field: error.field.clone(), message: error.problem.to_string() }),
-                        Err(e) => return Err(e),
-                    }
+                Ok(ready) => {
+                    waiting.push_back(ready);
                     if !busy {
                         break;
                     }
@@ -127,7 +147,7 @@ fn serve(judge: &Judge, work: &Receiver<(u64, LabelSpec, Item)>, events: &Unboun
             }
             if !s.is_idle() {
                 for (seq, record) in s.step()? {
-                    send(seq as u64, Outcome::Verdict(Box::new(record)));
+                    send(events, seq as u64, Outcome::Verdict(Box::new(record)));
                 }
                 continue;
             }

@@ -175,14 +175,20 @@ pub async fn run<S: Source>(
     // batch; the feeder keeps that many (and the look-ahead) in flight.
     let capacity = Arc::new(AtomicUsize::new(cfg.k_hint.max(1)));
     let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, LabelSpec, Item)>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<engine_thread::Ready>();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<EngineEvent>();
+    let thread_error = |e: std::io::Error| PipelineError::Engine(EngineError::Device(format!("cannot start the engine's threads: {e}")));
+    let preparer = {
+        let (judge, events) = (judge.clone(), event_tx.clone());
+        std::thread::Builder::new().name("verdict-prepare".into()).spawn(move || engine_thread::prepare(&judge, work_rx, ready_tx, events)).map_err(thread_error)?
+    };
     let engine = {
         let sizing = engine_thread::Sizing { k_hint: cfg.k_hint.max(1), prompt_tokens: cfg.prompt_tokens.unwrap_or(0) };
         let (judge, abort, capacity) = (judge.clone(), abort.clone(), capacity.clone());
         std::thread::Builder::new()
             .name("verdict-engine".into())
-            .spawn(move || engine_thread::run(&judge, work_rx, event_tx, &abort, &capacity, sizing))
-            .map_err(|e| PipelineError::Engine(EngineError::Device(format!("cannot start the engine thread: {e}"))))?
+            .spawn(move || engine_thread::run(&judge, ready_rx, event_tx, &abort, &capacity, sizing))
+            .map_err(thread_error)?
     };
     let flow = Arc::new(Flow { in_flight: AtomicUsize::new(0), room: tokio::sync::Notify::new(), halt: AtomicBool::new(false) });
     let (input_tx, mut input_rx) = mpsc::channel::<Vec<Input<S::Tag>>>(2);
@@ -309,7 +315,11 @@ pub async fn run<S: Source>(
     if !left.is_empty() {
         source.release(left).await;
     }
-    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = preparer.join();
+        engine.join()
+    })
+    .await;
     match failure {
         Some(e) => Err(e),
         None => Ok(stats),
