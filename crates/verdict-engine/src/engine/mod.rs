@@ -183,12 +183,12 @@ impl<'a> Engine<'a> {
         }
         let seqs: Vec<&[u32]> = want.iter().map(|p| self.prompts[p].tokens.as_slice()).collect();
         let kvs = self.runner.prefill(&seqs)?;
-        let mut counted: Option<std::rc::Rc<runner::PrefillChunk>> = None;
+        let mut counted: Vec<std::rc::Rc<runner::PrefillChunk>> = Vec::new();
         for (p, kv) in want.iter().zip(kvs) {
-            // Chunks come in order: count each one's padded size once.
-            if !counted.as_ref().is_some_and(|c| std::rc::Rc::ptr_eq(c, &kv.chunk)) {
+            // Count each chunk's padded size once.
+            if !counted.iter().any(|c| std::rc::Rc::ptr_eq(c, &kv.chunk)) {
                 self.stats.prefill_tokens += kv.chunk.width * kv.chunk.lengths.len();
-                counted = Some(kv.chunk.clone());
+                counted.push(kv.chunk.clone());
             }
             if let Some(prompt) = self.prompts.get_mut(p) {
                 prompt.tokens = Vec::new();

@@ -107,32 +107,38 @@ impl<'m> Runner<'m> {
     }
 
     /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`.
+    /// Prompts are chunked in order of length, so a chunk pads little; the answer is in the
+    /// order given.
     pub fn prefill(&self, prompts: &[&[u32]]) -> Result<Vec<PromptKv>> {
-        let mut out = Vec::with_capacity(prompts.len());
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| prompts[i].len());
+        let mut out: Vec<Option<PromptKv>> = vec![None; prompts.len()];
         let device = self.model.device();
         let mut start = 0;
-        while start < prompts.len() {
+        while start < order.len() {
             // Grow the chunk while its padded size stays within the budget.
             let mut end = start;
             let mut width = 0;
-            while end < prompts.len() {
-                let w = width.max(prompts[end].len());
+            while end < order.len() {
+                let w = width.max(prompts[order[end]].len());
                 if end > start && w * (end - start + 1) > PREFILL_TOKENS {
                     break;
                 }
                 width = w;
                 end += 1;
             }
-            let chunk = &prompts[start..end];
-            let (step, _) = Step::left_padded(chunk, width, self.pad_id, self.window, device).step("prefill input")?;
+            let chunk: Vec<&[u32]> = order[start..end].iter().map(|&i| prompts[i]).collect();
+            let (step, _) = Step::left_padded(&chunk, width, self.pad_id, self.window, device).step("prefill input")?;
             let mut cache = KvCache::new(self.model.config(), chunk.len(), width, self.model.dtype(), device).step("allocating the prefill cache")?;
             let hidden = profile::time("prefill", "forward", device, || self.model.forward(&step, &mut cache)).step("prefill")?;
             let logits = self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?;
-            let chunk = Rc::new(PrefillChunk { cache, width, logits, lengths: chunk.iter().map(|p| p.len()).collect() });
-            out.extend((0..end - start).map(|row| PromptKv { chunk: chunk.clone(), row }));
+            let shared = Rc::new(PrefillChunk { cache, width, logits, lengths: chunk.iter().map(|p| p.len()).collect() });
+            for (row, &i) in order[start..end].iter().enumerate() {
+                out[i] = Some(PromptKv { chunk: shared.clone(), row });
+            }
             start = end;
         }
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Move the live part of the cache so that the frontier is at `to`.
