@@ -10,7 +10,8 @@
 # sample, temperature 0.5, bf16. Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
 # sweeps HF_EAGER_BATCHES and the static cache with compilation HF_STATIC_BATCHES (each of
 # those compiles for its shapes in an untimed warm-up, so it gets fewer sizes).
-# Writes JSON lines and the markdown table under $OUT.
+# Writes JSON lines and the markdown table under $OUT. VERDICT_ONLY=1 skips transformers (a
+# regression check of the engine against the table in bench/RESULTS.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
@@ -61,6 +62,7 @@ print(min(r, key=lambda m: r[m]['ms_per_step']))")
   echo "== $name: Verdict"
   "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 --batches "$vb" \
     --prompts-out "$OUT/prompts-$name.json" | tee "$OUT/verdict-$name.jsonl"
+  if [ -n "${VERDICT_ONLY:-}" ]; then rm -f "$OUT/prompts-$name.json"; continue; fi
   echo "== $name: transformers eager"
   python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$name.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$name.log" | tee "$OUT/hf-eager-$name.jsonl"
   echo "== $name: transformers static cache + compile"

@@ -140,9 +140,10 @@ def workload(model, pad, w, args):
             generate([prompts[i] for i in warm], 16 if static else 4, static)
             torch.cuda.synchronize()
             t = time.perf_counter()
-            prefill = 0
+            prefill = steps = 0
             for start in range(0, len(prompts), batch):
                 rows = range(start, min(start + batch, len(prompts)))
+                steps += max(lengths[i] for i in rows)
                 prefill += generate([prompts[i] for i in rows], max(lengths[i] for i in rows), static)
             torch.cuda.synchronize()
             dt = time.perf_counter() - t
@@ -162,6 +163,8 @@ def workload(model, pad, w, args):
             "mean_new_tokens": sum(lengths) / len(lengths),
             "generated_tokens": sum(lengths),
             "seconds": dt,
+            "steps": steps,
+            "ms_per_step": dt / steps * 1e3,
             "tokens_per_s": sum(lengths) / dt,
             "items_per_s": items / dt,
             "prefill_tokens_per_item": prefill / items,

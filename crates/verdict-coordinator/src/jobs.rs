@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio_stream::StreamExt;
@@ -16,7 +16,7 @@ use verdict_store::{Inserted, JobRow, JobState, NewItem, Progress, StoreError};
 
 use crate::error::{data_error, job_id, CoordinatorError, Result};
 use crate::server::Shared;
-use crate::workers::WORKER_TTL;
+use crate::workers::{unix_now, WORKER_TTL};
 
 pub struct Jobs {
     pub shared: Shared,
@@ -47,10 +47,6 @@ pub fn job_to_wire(job: &JobRow, p: &Progress, live_workers: Option<u64>) -> v1:
         live_workers: live_workers.map(|n| n.min(u32::MAX as u64) as u32),
         note: job.note.clone(),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Shared {

@@ -25,7 +25,8 @@ pub struct Workers {
 /// How long a worker counts as alive after a heartbeat.
 pub const WORKER_TTL: Duration = Duration::from_secs(30);
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch: heartbeat times and live-worker windows.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
