@@ -261,6 +261,42 @@ fn freed_rows_are_refilled_and_no_sample_depends_on_its_neighbours() {
 }
 
 #[test]
+fn rows_freed_in_a_lull_serve_later_arrivals() {
+    // Work that arrives in waves (a worker between leases, `label` while items are being
+    // prepared): when a wave's tail leaves most rows free the live ones are packed at the
+    // front, but the batch keeps its width, so the next wave runs as wide as the first,
+    // and every sample comes out as when it runs alone.
+    let alone = load(Arch::Qwen2, 1);
+    let s = LabelSpec { k: 3, max_new_tokens: 40, ..spec(&alone) };
+    let p = prepared(&alone, &s, 8);
+    let (want, _) = alone.judge_with(&p, &s, false).unwrap();
+    let judge = load(Arch::Qwen2, 12);
+    let longest = p.iter().flat_map(|x| x.prompts.iter().map(|(_, ids)| ids.len())).max().unwrap();
+    let mut session = judge.session(&s, longest, None, false).unwrap();
+    assert_eq!(session.rows(), 12);
+    let mut got = std::collections::HashMap::new();
+    let mut run_wave = |session: &mut verdict_engine::Session<'_>, wave: std::ops::Range<usize>| {
+        let before = session.stats();
+        for i in wave {
+            session.submit(i, p[i].clone()).unwrap();
+        }
+        while !session.is_idle() {
+            for (tag, record) in session.step().unwrap() {
+                got.insert(tag, record);
+            }
+        }
+        let after = session.stats();
+        (after.live_rows - before.live_rows) as f64 / (after.decode_steps - before.decode_steps) as f64
+    };
+    let first = run_wave(&mut session, 0..4);
+    let second = run_wave(&mut session, 4..8);
+    assert!(second >= 6.0, "the second wave ran {second:.1} rows a step on average (the first {first:.1}): the batch shrank in the lull");
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(Some(w), got.get(&i), "item {i} changed when run in waves");
+    }
+}
+
+#[test]
 fn fixed_length_runs_every_sample_to_the_budget() {
     let judge = load(Arch::Gemma2, 16);
     let s = LabelSpec { k: 4, max_new_tokens: 20, ..spec(&judge) };

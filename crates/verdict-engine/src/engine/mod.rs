@@ -241,15 +241,17 @@ impl<'a> Engine<'a> {
     }
 
     fn decode(&mut self, finished: &mut Vec<(usize, GenOutput)>) -> Result<()> {
-        let tokens: Vec<u32> = self.running.iter().map(|r| r.as_ref().and_then(|(_, s)| s.last_token()).unwrap_or(0)).collect();
+        // Rows past the last live one are not computed.
+        let active = self.runner.active();
+        let tokens: Vec<u32> = self.running[..active].iter().map(|r| r.as_ref().and_then(|(_, s)| s.last_token()).unwrap_or(0)).collect();
         let live = self.running.iter().filter(|r| r.is_some()).count();
         let logits = self.runner.decode(&tokens)?;
         self.stats.decode_steps += 1;
-        self.stats.decode_rows += self.running.len();
+        self.stats.decode_rows += active;
         self.stats.live_rows += live;
-        let mut seqs: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(|r| r.as_mut().map(|(_, s)| s)).collect();
+        let mut seqs: Vec<Option<&mut Sequence>> = self.running[..active].iter_mut().map(|r| r.as_mut().map(|(_, s)| s)).collect();
         self.stage.choose(&logits, &mut seqs)?;
-        for row in 0..self.running.len() {
+        for row in 0..active {
             if self.running[row].as_ref().is_some_and(|(_, s)| s.is_done()) {
                 if let Some((sample, seq)) = self.running[row].take() {
                     self.runner.release(row);
@@ -261,17 +263,20 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Once nothing waits and at most half the rows run, drop the free rows: the batch's
-    /// tail stops paying for rows nobody uses.
+    /// When at most half of the computed rows are live (a batch's tail, or a lull in
+    /// arrivals), gather the live rows at the front: the rows behind them stop costing
+    /// compute, and stay allocated for whatever arrives next.
     fn compact(&mut self) -> Result<()> {
-        let rows = self.running.len();
-        let live: Vec<usize> = (0..rows).filter(|&r| self.running[r].is_some()).collect();
-        if self.scheduler.waiting() > 0 || rows < 8 || live.len() * 2 > rows || live.is_empty() {
+        let active = self.runner.active();
+        let live: Vec<usize> = (0..active).filter(|&r| self.running[r].is_some()).collect();
+        if active < 8 || live.len() * 2 > active {
             return Ok(());
         }
-        self.runner.retain(&live)?;
-        self.scheduler.retain(&live);
-        self.running = live.iter().map(|&r| self.running[r].take()).collect();
+        self.runner.pack(&live)?;
+        self.scheduler.pack(&live);
+        let mut packed: Vec<Option<(usize, Sequence)>> = live.iter().map(|&r| self.running[r].take()).collect();
+        packed.resize_with(self.running.len(), || None);
+        self.running = packed;
         Ok(())
     }
 }

@@ -146,9 +146,10 @@ impl<'m> Runner<'m> {
         let from_slot = self.pads.iter().zip(&self.live).filter(|(_, &l)| l).map(|(&p, _)| p).min().unwrap_or(self.offset);
         let len = self.offset - from_slot;
         let dst = to - len;
-        if len > 0 && dst != from_slot {
+        let rows = self.active();
+        if len > 0 && dst != from_slot && rows > 0 {
             self.moves += 1;
-            profile::time("decode", "frontier move", self.model.device(), || self.cache.move_slots(from_slot, dst, len)).step("moving the cache window")?;
+            profile::time("decode", "frontier move", self.model.device(), || self.cache.move_slots(rows, from_slot, dst, len)).step("moving the cache window")?;
         }
         for p in self.pads.iter_mut() {
             *p = (*p + to).saturating_sub(self.offset).min(to);
@@ -197,20 +198,34 @@ impl<'m> Runner<'m> {
         self.pads_dev = None;
     }
 
-    /// Keep only `keep` (in that order): rows that stopped being used stop costing compute.
-    /// Returns the old row of each new row.
-    pub fn retain(&mut self, keep: &[usize]) -> Result<()> {
-        let idx = Tensor::from_vec(keep.iter().map(|&r| r as u32).collect::<Vec<_>>(), keep.len(), self.model.device()).step("compaction")?;
-        self.cache.retain_rows(&idx).step("compaction")?;
-        self.pads = keep.iter().map(|&r| self.pads[r]).collect();
-        self.live = keep.iter().map(|&r| self.live[r]).collect();
+    /// Rows a step computes: up to the last live row (admission fills the lowest free rows
+    /// first, and `pack` gathers the live rows there at a batch's tail).
+    pub fn active(&self) -> usize {
+        self.live.iter().rposition(|&l| l).map_or(0, |r| r + 1)
+    }
+
+    /// Move rows `keep` (in that order) to rows `0..keep.len()`; every other row becomes free.
+    /// Rows past the live ones stop costing compute, and stay allocated for later arrivals.
+    pub fn pack(&mut self, keep: &[usize]) -> Result<()> {
+        let idx = Tensor::from_vec(keep.iter().map(|&r| r as u32).collect::<Vec<_>>(), keep.len(), self.model.device()).step("packing rows")?;
+        profile::time("decode", "pack", self.model.device(), || self.cache.pack_rows(&idx)).step("packing rows")?;
+        let (pads, live): (Vec<usize>, Vec<bool>) = keep.iter().map(|&r| (self.pads[r], self.live[r])).unzip();
+        let offset = self.offset;
+        for r in 0..self.rows() {
+            (self.pads[r], self.live[r]) = if r < keep.len() { (pads[r], live[r]) } else { (offset, false) };
+        }
         self.pads_dev = None;
         Ok(())
     }
 
-    /// One decode step: `tokens[r]` is fed at the frontier for row r (a free row's is
-    /// ignored). Returns the logits of every row, `[rows, V]` f32.
+    /// One decode step over the first `tokens.len()` rows (at least `active()`): `tokens[r]`
+    /// is fed at the frontier for row r (a free row's is ignored). Returns their logits,
+    /// `[tokens.len(), V]` f32.
     pub fn decode(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let n = tokens.len();
+        if n < self.active() || n > self.rows() {
+            return Err(crate::EngineError::Device(format!("decode step over {n} rows: {} are live of {}", self.active(), self.rows())));
+        }
         if self.offset >= self.capacity() {
             // The frontier is at the end: move the live part left, to the smallest padding.
             let low = self.pads.iter().zip(&self.live).filter(|(_, &l)| l).map(|(&p, _)| p).min().unwrap_or(self.offset);
@@ -220,19 +235,19 @@ impl<'m> Runner<'m> {
             }
         }
         let device = self.model.device().clone();
-        let n = self.rows();
         let offset = self.offset;
-        let positions: Vec<u32> = self.pads.iter().map(|&p| (offset - p) as u32).collect();
+        let pads = &self.pads[..n];
+        let positions: Vec<u32> = pads.iter().map(|&p| (offset - p) as u32).collect();
         let tokens: Vec<u32> = tokens.iter().zip(&self.live).map(|(&t, &l)| if l { t } else { self.pad_id }).collect();
-        if self.pads_dev.is_none() {
-            self.pads_dev = Some(Tensor::from_vec(self.pads.iter().map(|&p| p as u32).collect::<Vec<_>>(), n, &device).step("decode input")?);
+        if self.pads_dev.as_ref().is_none_or(|p| p.dims1().ok() != Some(n)) {
+            self.pads_dev = Some(Tensor::from_vec(pads.iter().map(|&p| p as u32).collect::<Vec<_>>(), n, &device).step("decode input")?);
         }
         let host = self.host_masks;
         let step = Step {
             tokens: Tensor::from_vec(tokens, (n, 1), &device).step("decode input")?,
             positions: Tensor::from_vec(positions, (n, 1), &device).step("decode input")?,
-            mask: if host { causal_mask(&self.pads, offset, 1, None, &device).step("decode mask")? } else { self.dummy_mask.clone() },
-            sliding_mask: self.window.filter(|_| host).map(|w| causal_mask(&self.pads, offset, 1, Some(w), &device)).transpose().step("decode mask")?,
+            mask: if host { causal_mask(pads, offset, 1, None, &device).step("decode mask")? } else { self.dummy_mask.clone() },
+            sliding_mask: self.window.filter(|_| host).map(|w| causal_mask(pads, offset, 1, Some(w), &device)).transpose().step("decode mask")?,
             offset,
             pads: self.pads_dev.clone(),
         };

@@ -143,9 +143,12 @@ impl Scheduler {
         self.rows[row].take()
     }
 
-    /// Keep only rows `keep`, in that order (after the runner dropped the others).
-    pub fn retain(&mut self, keep: &[usize]) {
-        self.rows = keep.iter().map(|&r| self.rows[r]).collect();
+    /// Rows `keep` move to rows `0..keep.len()`, in that order; the others are free (after
+    /// the runner moved their keys and values the same way).
+    pub fn pack(&mut self, keep: &[usize]) {
+        let mut rows: Vec<Option<usize>> = keep.iter().map(|&r| self.rows[r]).collect();
+        rows.resize(self.rows.len(), None);
+        self.rows = rows;
     }
 }
 
@@ -198,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_the_running_samples() {
+    fn packing_keeps_the_running_samples_and_every_row() {
         let mut s = Scheduler::new(4);
         for i in 0..4 {
             s.add(i, 0);
@@ -207,7 +210,13 @@ mod tests {
         s.admit();
         s.finish(0);
         s.finish(2);
-        s.retain(&[1, 3]);
-        assert_eq!((s.rows(), s.sample_in(0), s.sample_in(1)), (2, Some(1), Some(3)));
+        s.pack(&[1, 3]);
+        assert_eq!((s.rows(), s.sample_in(0), s.sample_in(1)), (4, Some(1), Some(3)));
+        assert_eq!(s.free_rows(), 2, "the rows behind the packed ones are free again");
+        // Later arrivals take the freed rows, lowest first.
+        s.add(4, 1);
+        s.add(5, 1);
+        s.mark_ready(&[1]);
+        assert_eq!(s.admit(), [(4, 1, 2), (5, 1, 3)]);
     }
 }

@@ -24,14 +24,22 @@ impl KvCache {
         self.capacity
     }
 
-    /// Write `k`, `v` (`[b, kv_heads, t, head_dim]`) at slot `offset` of layer `layer` and
-    /// return views of the filled part, slots `0..offset + t`.
+    /// Rows the cache holds.
+    pub fn rows(&self) -> usize {
+        self.layers.first().and_then(|(k, _)| k.dims().first().copied()).unwrap_or(0)
+    }
+
+    /// Write `k`, `v` (`[b, kv_heads, t, head_dim]`) at slot `offset` of layer `layer`, into
+    /// the first `b` rows (a step may run only a prefix of the rows), and return views of
+    /// the filled part of those rows, slots `0..offset + t`.
     pub fn write(&mut self, layer: usize, offset: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
+        let (b, t) = (k.dim(0)?, k.dim(2)?);
         if offset + t > self.capacity {
             candle_core::bail!("KV cache full: {} + {} > {}", offset, t, self.capacity);
         }
         let (ck, cv) = &self.layers[layer];
+        // A prefix of the outermost dimension of a contiguous tensor is contiguous: a view.
+        let (ck, cv) = (ck.narrow(0, 0, b)?, cv.narrow(0, 0, b)?);
         ck.slice_set(&k.contiguous()?, 2, offset)?;
         cv.slice_set(&v.contiguous()?, 2, offset)?;
         Ok((ck.narrow(2, 0, offset + t)?, cv.narrow(2, 0, offset + t)?))
@@ -52,13 +60,14 @@ impl KvCache {
         Ok(())
     }
 
-    /// Move slots `from..from + len` of every row to `to..to + len` (the ranges may overlap;
-    /// one layer's window at a time is held aside).
-    pub fn move_slots(&mut self, from: usize, to: usize, len: usize) -> candle_core::Result<()> {
+    /// Move slots `from..from + len` of the first `rows` rows to `to..to + len` (the ranges
+    /// may overlap; one layer's window at a time is held aside).
+    pub fn move_slots(&mut self, rows: usize, from: usize, to: usize, len: usize) -> candle_core::Result<()> {
         if from.max(to) + len > self.capacity {
             candle_core::bail!("KV cache move past the end: {}..{} to {}..{} of {}", from, from + len, to, to + len, self.capacity);
         }
         for (k, v) in &self.layers {
+            let (k, v) = (k.narrow(0, 0, rows)?, v.narrow(0, 0, rows)?);
             let kw = k.narrow(2, from, len)?.contiguous()?;
             k.slice_set(&kw, 2, to)?;
             let vw = v.narrow(2, from, len)?.contiguous()?;
@@ -67,11 +76,13 @@ impl KvCache {
         Ok(())
     }
 
-    /// Keep only `rows` (in that order): finished sequences stop costing compute.
-    pub fn retain_rows(&mut self, rows: &Tensor) -> candle_core::Result<()> {
-        for (k, v) in self.layers.iter_mut() {
-            *k = k.index_select(rows, 0)?;
-            *v = v.index_select(rows, 0)?;
+    /// Gather rows `rows` (in that order) into rows `0..rows.len()`. The allocation stays:
+    /// rows freed at a batch's tail are there again when more work arrives.
+    pub fn pack_rows(&mut self, rows: &Tensor) -> candle_core::Result<()> {
+        for (k, v) in &self.layers {
+            // index_select copies out first, so the gathered rows may overlap their targets.
+            k.slice_set(&k.index_select(rows, 0)?, 0, 0)?;
+            v.slice_set(&v.index_select(rows, 0)?, 0, 0)?;
         }
         Ok(())
     }
