@@ -40,6 +40,7 @@ start=$(date +%s.%N)
 job=$("$BIN" submit "$OUT/items.jsonl" --judge small --k 8 --max-new-tokens 512 --wait 2>"$OUT/submit.log")
 end=$(date +%s.%N)
 tail -1 "$OUT/submit.log"
-echo "worker: $N items from submit to done in $(echo "$end - $start" | bc -l) s"
+echo "worker: $N items from submit to done in $(python3 -c "print(round($end - $start, 2))") s"
 "$BIN" status "$job" | grep progress
 kill %2 %1 2>/dev/null; wait 2>/dev/null
+stop_services

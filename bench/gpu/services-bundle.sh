@@ -12,7 +12,9 @@ PG=$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -1); PG=${PG%/}
 V=$(basename "$PG")
 mkdir -p "$W/root"
 copy() { mkdir -p "$W/root$(dirname "$1")"; cp -a "$1" "$W/root$1"; }
-copy "$(command -v redis-server)"
+# Debian's redis-server is a link to redis-check-rdb (one binary that looks at its name):
+# copy the binary under the link's name.
+mkdir -p "$W/root/usr/bin" && cp -L "$(command -v redis-server)" "$W/root/usr/bin/redis-server"
 for d in "$PG/bin" "$PG/lib" "/usr/share/postgresql/$V"; do copy "$d"; done
 # What the server never needs here: JIT bitcode and its LLVM, manuals, other extensions.
 rm -rf "$W/root$PG/lib/bitcode" "$W/root$PG"/lib/llvmjit* "$W/root/usr/share/postgresql/$V/man"
