@@ -5,6 +5,7 @@
 //! - `submit`, `status`, `watch`, `cancel`, `query`, `export`: the distributed mode's client.
 //! - `model`: make random-weight model folders, probe a model.
 
+mod bench_attention;
 mod bench_cmd;
 mod client;
 mod file_ends;

@@ -17,6 +17,9 @@ pub enum ModelCommand {
     Probe(ProbeArgs),
     /// Time the engine at fixed prompt and output lengths over batch sizes (bench/gpu/).
     Bench(crate::bench_cmd::BenchArgs),
+    /// Time one decode step's attention, today's per-row layout against segmented attention
+    /// (random data, no model; bench/gpu/).
+    BenchAttention(crate::bench_attention::BenchAttentionArgs),
     /// Print a model folder's fingerprint: what verdicts, workers and `verdict status` call its weights.
     Fingerprint(FingerprintArgs),
 }
@@ -99,6 +102,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Bench(args) => crate::bench_cmd::run(&args),
+        ModelCommand::BenchAttention(args) => crate::bench_attention::run(&args),
         ModelCommand::Fingerprint(args) => {
             let cache = if args.no_cache { DigestCache::none() } else { digest_cache() };
             let p = Prompter::open(&args.dir, args.meta_rm.as_deref(), &cache)?;

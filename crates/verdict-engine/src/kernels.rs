@@ -10,18 +10,25 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::sampler::{sample, SamplingParams};
 
+/// What every launch repeats: the module's PTX, contiguous views of inputs, the launch
+/// shape, wrapping the output.
 #[cfg(feature = "cuda")]
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/verdict.ptx"));
-#[cfg(feature = "cuda")]
-const MODULE: &str = "verdict";
-
-/// What every launch below repeats: contiguous views of inputs, the launch shape, wrapping
-/// the output.
-#[cfg(feature = "cuda")]
-mod launch {
+pub(crate) mod cuda {
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig};
     use candle_core::cuda_backend::CudaDType;
-    use candle_core::{CudaDevice, CudaStorage, Layout, Shape, Tensor};
+    use candle_core::{CudaDevice, CudaStorage, Layout, Shape, Storage, Tensor};
+
+    pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/verdict.ptx"));
+    pub const MODULE: &str = "verdict";
+
+    /// The contiguous part of a tensor's storage, from a held `storage_and_layout()` guard
+    /// (a tensor an op holds besides its inputs).
+    pub fn held<'a, T: CudaDType>(s: &'a Storage, l: &Layout, what: &str) -> candle_core::Result<CudaView<'a, T>> {
+        match s {
+            Storage::Cuda(c) => view(c, l, what),
+            _ => candle_core::bail!("{what} must be on the GPU"),
+        }
+    }
 
     /// The contiguous part of `s` that `l` describes.
     pub fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, what: &str) -> candle_core::Result<CudaView<'a, T>> {
@@ -98,13 +105,13 @@ impl CustomOp2 for Sample {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        use launch::{done, grid, view};
+        use cuda::{done, grid, view};
         let dev = s1.device();
         let (rows, cols) = l1.shape().dims2()?;
         let (x, u) = (view::<f32>(s1, l1, "logits")?, view::<f32>(s2, l2, "uniforms")?);
         // SAFETY: every element is written by the kernel (one per block).
         let out = unsafe { dev.alloc::<u32>(rows)? };
-        let func = dev.get_or_load_custom_func("verdict_sample_f32", MODULE, PTX)?;
+        let func = dev.get_or_load_custom_func("verdict_sample_f32", cuda::MODULE, cuda::PTX)?;
         let (stride, vocab) = (cols as i64, self.vocab.min(cols) as i32);
         let inv_t = if self.params.temperature > 0.0 { 1.0 / self.params.temperature } else { 0.0f32 };
         let mut b = func.builder();
@@ -163,7 +170,7 @@ impl CustomOp2 for RmsNormOp {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        use launch::{done, grid, view};
+        use cuda::{done, grid, view};
         let dev = s1.device();
         let cols = l1.shape().dims().last().copied().unwrap_or(1);
         let el = l1.shape().elem_count();
@@ -173,7 +180,7 @@ impl CustomOp2 for RmsNormOp {
         }
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(el)? };
-        let func = dev.get_or_load_custom_func("verdict_rmsnorm_bf16", MODULE, PTX)?;
+        let func = dev.get_or_load_custom_func("verdict_rmsnorm_bf16", cuda::MODULE, cuda::PTX)?;
         let (cols_i, cast) = (cols as i32, self.cast_first as i32);
         let mut b = func.builder();
         b.arg(&x).arg(&w).arg(&out).arg(&cols_i).arg(&self.eps).arg(&cast);
@@ -203,7 +210,7 @@ impl candle_core::CustomOp1 for GatedAct {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        use launch::{done, grid, view};
+        use cuda::{done, grid, view};
         let dev = s.device();
         let mut dims = l.shape().dims().to_vec();
         let two_i = dims.pop().unwrap_or(0);
@@ -215,7 +222,7 @@ impl candle_core::CustomOp1 for GatedAct {
         let gu = view::<half::bf16>(s, l, "the gate-up output")?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(total)? };
-        let func = dev.get_or_load_custom_func("verdict_gated_act_bf16", MODULE, PTX)?;
+        let func = dev.get_or_load_custom_func("verdict_gated_act_bf16", cuda::MODULE, cuda::PTX)?;
         let (inter, total_i, act) = ((two_i / 2) as i32, total as i64, self.gelu as i32);
         let mut b = func.builder();
         b.arg(&gu).arg(&out).arg(&inter).arg(&total_i).arg(&act);
@@ -305,7 +312,7 @@ impl candle_core::CustomOp3 for DecodeAttention {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        use launch::{done, grid, view, with_pads};
+        use cuda::{done, grid, view, with_pads};
         let dev = sq.device();
         let (b, kv, g, hd) = lq.shape().dims4()?;
         let (kb, kkv, l, khd) = lk.shape().dims4()?;
@@ -323,7 +330,7 @@ impl candle_core::CustomOp3 for DecodeAttention {
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(b * kv * g * hd)? };
         let (name, _) = decode_kernel(hd).ok_or_else(|| candle_core::Error::Msg(format!("decode attention: head_dim {hd} unsupported")))?;
-        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let func = dev.get_or_load_custom_func(name, cuda::MODULE, cuda::PTX)?;
         let dims = [kv as i32, g as i32, hd as i32, l as i32];
         let strides = [ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64];
         let window = self.window as i32;
@@ -386,13 +393,13 @@ impl candle_core::CustomOp1 for PrefillSoftmax {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        use launch::{done, grid, view, with_pads};
+        use cuda::{done, grid, view, with_pads};
         let dev = s.device();
         let (b, kv, gt, len) = l.shape().dims4()?;
         let scores = view::<half::bf16>(s, l, "the scores")?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<half::bf16>(b * kv * gt * len)? };
-        let func = dev.get_or_load_custom_func("verdict_prefill_softmax_bf16", MODULE, PTX)?;
+        let func = dev.get_or_load_custom_func("verdict_prefill_softmax_bf16", cuda::MODULE, cuda::PTX)?;
         let dims = [kv as i32, gt as i32, self.t as i32, len as i32, self.offset as i32];
         let window = self.window as i32;
         with_pads(&self.pads, |pads| {

@@ -1,0 +1,170 @@
+//! Segmented decode attention against a plain per-row softmax, on the CPU: units that split
+//! segments over keys and over rows, shared prompt segments, sliding windows and soft caps;
+//! and a row's output exactly the same however many rows share its units.
+
+use candle_core::{Device, Tensor};
+use verdict_engine::segmented::{attend, dense_reference, Plan, Scoring, Segment};
+
+struct Case {
+    kv: usize,
+    g: usize,
+    d: usize,
+    /// Prompt lengths; row r continues prompt `rows[r].0` with `rows[r].1` own tokens.
+    prompts: Vec<usize>,
+    rows: Vec<(usize, usize)>,
+    own_cap: usize,
+}
+
+struct Built {
+    q: Tensor,
+    pool: (Tensor, Tensor),
+    own: (Tensor, Tensor),
+    starts: Vec<usize>,
+}
+
+fn build(c: &Case, seed: u64) -> Built {
+    let dev = Device::Cpu;
+    let slots: usize = c.prompts.iter().sum();
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for &p in &c.prompts {
+        starts.push(at);
+        at += p;
+    }
+    let rnd = |n: usize, s: u64| -> Tensor {
+        // A small deterministic generator: the same data for every run.
+        let mut x = s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, n, &dev).unwrap()
+    };
+    let r = c.rows.len();
+    Built {
+        q: rnd(r * c.kv * c.g * c.d, seed).reshape((r, c.kv, c.g, c.d)).unwrap(),
+        pool: (rnd(slots * c.kv * c.d, seed + 1).reshape((slots, c.kv, c.d)).unwrap(), rnd(slots * c.kv * c.d, seed + 2).reshape((slots, c.kv, c.d)).unwrap()),
+        own: (
+            rnd(r * c.kv * c.own_cap * c.d, seed + 3).reshape((r, c.kv, c.own_cap, c.d)).unwrap(),
+            rnd(r * c.kv * c.own_cap * c.d, seed + 4).reshape((r, c.kv, c.own_cap, c.d)).unwrap(),
+        ),
+        starts,
+    }
+}
+
+/// Groups: each prompt with the rows that continue it, then each row's own segment.
+fn groups(c: &Case, starts: &[usize], rows: &[usize]) -> (Vec<(Segment, Vec<usize>)>, Vec<usize>) {
+    let mut g = Vec::new();
+    for (p, &len) in c.prompts.iter().enumerate() {
+        let readers: Vec<usize> = rows.iter().copied().filter(|&r| c.rows[r].0 == p).collect();
+        if !readers.is_empty() {
+            g.push((Segment::pool(starts[p], len, 0, c.kv, c.d), readers));
+        }
+    }
+    for &r in rows {
+        let (p, own) = c.rows[r];
+        g.push((Segment::own(r, 0, own, c.prompts[p], c.kv, c.own_cap, c.d), vec![r]));
+    }
+    let pos = (0..c.rows.len()).map(|r| c.prompts[c.rows[r].0] + c.rows[r].1 - 1).collect();
+    (g, pos)
+}
+
+fn dense(c: &Case, b: &Built, scoring: Scoring, pos: &[usize]) -> Tensor {
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for (r, &(p, own)) in c.rows.iter().enumerate() {
+        let pk = b.pool.0.narrow(0, b.starts[p], c.prompts[p]).unwrap().transpose(0, 1).unwrap();
+        let pv = b.pool.1.narrow(0, b.starts[p], c.prompts[p]).unwrap().transpose(0, 1).unwrap();
+        let ok = b.own.0.get(r).unwrap().narrow(1, 0, own).unwrap();
+        let ov = b.own.1.get(r).unwrap().narrow(1, 0, own).unwrap();
+        keys.push(Tensor::cat(&[pk.contiguous().unwrap(), ok.contiguous().unwrap()], 1).unwrap());
+        values.push(Tensor::cat(&[pv.contiguous().unwrap(), ov.contiguous().unwrap()], 1).unwrap());
+    }
+    dense_reference(&b.q, &keys, &values, pos, scoring).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn case() -> Case {
+    // Three prompts; rows 0–3 share prompt 0, rows 4–5 prompt 1, row 6 prompt 2.
+    Case { kv: 2, g: 3, d: 8, prompts: vec![37, 20, 5], rows: vec![(0, 3), (0, 9), (0, 1), (0, 14), (1, 2), (1, 16), (2, 7)], own_cap: 16 }
+}
+
+#[test]
+fn segments_equal_one_softmax_over_each_rows_keys() {
+    let c = case();
+    let b = build(&c, 1);
+    let all: Vec<usize> = (0..c.rows.len()).collect();
+    let (groups, pos) = groups(&c, &b.starts, &all);
+    for scoring in [
+        Scoring { scale: 0.35, softcap: 0.0, window: 0 },
+        Scoring { scale: 0.35, softcap: 2.0, window: 0 },
+        Scoring { scale: 0.35, softcap: 0.0, window: 12 },
+    ] {
+        let want = dense(&c, &b, scoring, &pos);
+        // Units of every shape: whole segments, splits of 5 keys, one row per unit.
+        for (max_queries, split) in [(64, 1024), (6, 5), (3, 7)] {
+            let plan = Plan::new(&groups, &pos, c.kv, c.g, max_queries, split).upload(&Device::Cpu).unwrap();
+            let got = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &plan, scoring).unwrap();
+            let diff = max_diff(&got, &want);
+            assert!(diff < 1e-5, "{scoring:?}, {max_queries} queries and {split} keys a unit: off by {diff}");
+        }
+    }
+}
+
+#[test]
+fn a_rows_output_does_not_depend_on_the_rows_sharing_its_units() {
+    let c = case();
+    let b = build(&c, 2);
+    let scoring = Scoring { scale: 0.35, softcap: 2.0, window: 0 };
+    let all: Vec<usize> = (0..c.rows.len()).collect();
+    let (g_all, pos) = groups(&c, &b.starts, &all);
+    let together = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &Plan::new(&g_all, &pos, c.kv, c.g, 64, 16).upload(&Device::Cpu).unwrap(), scoring).unwrap();
+    for r in all {
+        // Only row r reads anything; the other rows' outputs are left at zero.
+        let (g_one, _) = groups(&c, &b.starts, &[r]);
+        let alone = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &Plan::new(&g_one, &pos, c.kv, c.g, 64, 16).upload(&Device::Cpu).unwrap(), scoring).unwrap();
+        let (x, y) = (together.get(r).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), alone.get(r).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(x, y, "row {r} changed with the rows that share its prompt");
+    }
+}
+
+/// The CUDA kernels against the CPU on the same (bf16-rounded) data, for each head size the
+/// kernels take: run on the GPU machine with the test binary built `--features cuda`.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_cuda_kernels_match_the_cpu() {
+    use candle_core::DType;
+    let gpu = Device::new_cuda(0).expect("a CUDA build's tests run on a GPU");
+    let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+    for (kv, g, d) in [(2, 7, 64), (4, 7, 128), (8, 2, 256)] {
+        // 24 rows over three prompts of very different lengths, own tokens up to 300.
+        let rows: Vec<(usize, usize)> = (0..24).map(|r| (r % 3, 1 + (r * 37) % 300)).collect();
+        let c = Case { kv, g, d, prompts: vec![600, 1_500, 37], rows, own_cap: 320 };
+        let b = build(&c, 3);
+        let b = Built { q: bf(&b.q), pool: (bf(&b.pool.0), bf(&b.pool.1)), own: (bf(&b.own.0), bf(&b.own.1)), starts: b.starts };
+        let all: Vec<usize> = (0..c.rows.len()).collect();
+        let (groups, pos) = groups(&c, &b.starts, &all);
+        let on = |t: &Tensor| t.to_device(&gpu).unwrap().to_dtype(DType::BF16).unwrap();
+        let max_q = verdict_engine::segmented::max_queries(d).unwrap();
+        for scoring in [Scoring { scale: 0.1, softcap: 0.0, window: 0 }, Scoring { scale: 0.1, softcap: 5.0, window: 700 }] {
+            let plan = Plan::new(&groups, &pos, kv, g, max_q, 256);
+            let want = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &plan.upload(&Device::Cpu).unwrap(), scoring).unwrap();
+            let got = attend(&on(&b.q), (&on(&b.pool.0), &on(&b.pool.1)), (&on(&b.own.0), &on(&b.own.1)), &plan.upload(&gpu).unwrap(), scoring)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff = max_diff(&got, &want);
+            assert!(diff <= 1e-2 * scale, "head_dim {d}, {scoring:?}: off by {diff} (outputs up to {scale})");
+            eprintln!("head_dim {d}, {scoring:?}: max difference {diff:.2e} of {scale:.2e}, {} units", plan.units());
+        }
+    }
+}
