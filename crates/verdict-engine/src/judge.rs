@@ -123,6 +123,26 @@ impl Prompter {
         Ok(())
     }
 
+    /// The token ids that every prompt of `spec` starts with: the chat template's opening
+    /// and the judge template's header (its principles and instructions), up to where the
+    /// item's own text begins. Their keys and values are the same for every sample of every
+    /// item, so the engine can hold and read them once. Found by rendering two items that
+    /// differ from their first character on and keeping what their tokens share, less the
+    /// last shared token (a tokenizer may merge it with whatever text follows); a prompt
+    /// that does not start with it is simply not shared.
+    pub fn template_header(&self, spec: &LabelSpec) -> Result<Vec<u32>> {
+        let render = |text: &str| -> Result<Vec<u32>> {
+            let item = Item::from_json_line(&format!(r#"{{"id":"h","prompt":"{text}","responses":["{text}","{text}"]}}"#))
+                .map_err(|e| EngineError::Spec(format!("rendering the template header: {e}")))?;
+            let order: Vec<u32> = (0..item.responses.len() as u32).collect();
+            let chat = self.chat.render(&[ChatMessage { role: "user", content: &template::render(spec.template, &item, &order) }], true)?;
+            self.tok.encode(&chat, "the template header")
+        };
+        let (a, b) = (render("Alpha")?, render("Zulu 9")?);
+        let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        Ok(a[..shared.saturating_sub(1)].to_vec())
+    }
+
     /// Render, tokenize and length-check an item's k prompts. A bad item is an error that
     /// names the item and the field, and never stops the others.
     pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
@@ -211,6 +231,11 @@ impl Judge {
     /// See [`Prompter::check_spec`].
     pub fn check_spec(&self, spec: &LabelSpec) -> Result<()> {
         self.prompter.check_spec(spec)
+    }
+
+    /// See [`Prompter::template_header`].
+    pub fn template_header(&self, spec: &LabelSpec) -> Result<Vec<u32>> {
+        self.prompter.template_header(spec)
     }
 
     /// See [`Prompter::prepare`].

@@ -297,6 +297,25 @@ fn rows_freed_in_a_lull_serve_later_arrivals() {
 }
 
 #[test]
+fn every_prompt_of_a_spec_starts_with_its_template_header() {
+    // The header is what the engine may hold once for every row: it must be a true prefix
+    // of every rendered prompt, and most of a short item's prompt (the judge template's
+    // principles and instructions).
+    for arch in common::ARCHS {
+        let judge = load(arch, 4);
+        let s = spec(&judge);
+        let header = judge.template_header(&s).unwrap();
+        let p = prepared(&judge, &s, 6);
+        for item in &p {
+            for (_, ids) in &item.prompts {
+                assert!(ids.starts_with(&header), "{arch:?}: item {}'s prompt does not start with the header", item.item.id);
+                assert!(header.len() * 2 > ids.len(), "{arch:?}: a header of {} tokens in a prompt of {}", header.len(), ids.len());
+            }
+        }
+    }
+}
+
+#[test]
 fn fixed_length_runs_every_sample_to_the_budget() {
     let judge = load(Arch::Gemma2, 16);
     let s = LabelSpec { k: 4, max_new_tokens: 20, ..spec(&judge) };

@@ -9,6 +9,7 @@
 pub mod runner;
 pub mod sampling;
 pub mod scheduler;
+pub mod slots;
 
 use std::collections::HashMap;
 
