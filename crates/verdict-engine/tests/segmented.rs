@@ -2,7 +2,11 @@
 //! segments over keys and over rows, shared prompt segments, sliding windows and soft caps;
 //! and a row's output exactly the same however many rows share its units.
 
-use candle_core::{Device, Tensor};
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use verdict_engine::folder::ModelFolder;
+use verdict_engine::model::{Decoder, KvCache, PromptPool, Segments, Step};
 use verdict_engine::segmented::{attend, dense_reference, Plan, Scoring, Segment};
 
 struct Case {
@@ -131,6 +135,63 @@ fn a_rows_output_does_not_depend_on_the_rows_sharing_its_units() {
         let alone = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &Plan::new(&g_one, &pos, c.kv, c.g, 64, 16).upload(&Device::Cpu).unwrap(), scoring).unwrap();
         let (x, y) = (together.get(r).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), alone.get(r).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
         assert_eq!(x, y, "row {r} changed with the rows that share its prompt");
+    }
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)] // the step index is also each row's own slot count
+fn decode_steps_over_pooled_prompts_equal_the_whole_sequence() {
+    // Three rows, two of them continuing one prompt held once in the pool, step through six
+    // own tokens with segmented attention; each row's last logits must be the model's own on
+    // the whole sequence, for the four architectures (Gemma 2's soft cap and sliding
+    // window, Qwen3's q/k norms, Llama's rope).
+    let dev = Device::Cpu;
+    for arch in common::ARCHS {
+        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
+        let cfg = folder.config().unwrap();
+        let model = folder.decoder(&cfg, DType::F32, &dev).unwrap();
+        let prompts: [Vec<u32>; 2] = [(0..23).map(|i| (i * 7 + 3) % 200 + 5).collect(), (0..9).map(|i| (i * 11 + 1) % 200 + 5).collect()];
+        let reads = [0usize, 0, 1];
+        let own_tokens: Vec<Vec<u32>> = (0..3).map(|r| (0..6).map(|i| ((r * 31 + i * 13) % 200 + 5) as u32).collect()).collect();
+        // Both prompts prefilled together (left-padded), then held once in the pool.
+        let width = prompts[0].len();
+        let (step, pads) = Step::left_padded(&[&prompts[0], &prompts[1]], width, 0, model.sliding_window(), &dev).unwrap();
+        let mut chunk = KvCache::new(&cfg, 2, width, DType::F32, &dev).unwrap();
+        model.forward(&step, &mut chunk).unwrap();
+        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &dev).unwrap();
+        let mut starts = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            let start = pool.slots.alloc(p.len()).unwrap();
+            pool.store(&chunk, i, pads[i], p.len(), start).unwrap();
+            starts.push(start);
+        }
+        let (kv, d, own_cap) = (cfg.num_key_value_heads, cfg.head_dim, 8);
+        let g = cfg.num_attention_heads / kv;
+        let mut own = KvCache::new(&cfg, 3, own_cap, DType::F32, &dev).unwrap();
+        let mut logits = None;
+        for s in 0..6 {
+            let positions: Vec<usize> = (0..3).map(|r| prompts[reads[r]].len() + s).collect();
+            let mut groups = vec![(Segment::pool(starts[0], prompts[0].len(), 0, kv, d), vec![0, 1]), (Segment::pool(starts[1], prompts[1].len(), 0, kv, d), vec![2])];
+            groups.extend((0..3).map(|r| (Segment::own(r, 0, s + 1, prompts[reads[r]].len(), kv, own_cap, d), vec![r])));
+            let plan = Plan::new(&groups, &positions, kv, g, 64, 16).upload(&dev).unwrap();
+            let step = Step {
+                tokens: Tensor::from_vec((0..3).map(|r| own_tokens[r][s]).collect::<Vec<u32>>(), (3, 1), &dev).unwrap(),
+                positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (3, 1), &dev).unwrap(),
+                mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
+                sliding_mask: None,
+                offset: s,
+                pads: None,
+            };
+            let h = model.forward_segmented(&step, &mut own, Segments { pool: &pool, plan: &plan }).unwrap();
+            logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
+        }
+        let logits = logits.unwrap();
+        for r in 0..3 {
+            let seq: Vec<u32> = prompts[reads[r]].iter().chain(&own_tokens[r]).copied().collect();
+            let want = model.full_logits(&seq).unwrap().get(seq.len() - 1).unwrap();
+            let diff = max_diff(&logits.get(r).unwrap(), &want);
+            assert!(diff < 1e-4, "{arch:?}, row {r}: logits off by {diff}");
+        }
     }
 }
 

@@ -24,6 +24,12 @@ impl KvCache {
         self.capacity
     }
 
+    /// Layer `layer`'s whole keys and values, `[rows, kv_heads, capacity, head_dim]`.
+    pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        let (k, v) = &self.layers[layer];
+        (k, v)
+    }
+
     /// Rows the cache holds.
     pub fn rows(&self) -> usize {
         self.layers.first().and_then(|(k, _)| k.dims().first().copied()).unwrap_or(0)

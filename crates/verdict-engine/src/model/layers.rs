@@ -17,6 +17,15 @@ pub struct LayerInput<'a> {
     pub offset: usize,
     /// Each row's left padding (u32 `[b]`), for the CUDA attention kernels (see `Step::pads`).
     pub pads: Option<&'a Tensor>,
+    /// A decode step over prompts held in a pool (segmented attention), if it is one.
+    pub segments: Option<Segments<'a>>,
+}
+
+/// Where a segmented decode step's rows find their prompts, and how their keys are laid out.
+#[derive(Clone, Copy)]
+pub struct Segments<'a> {
+    pub pool: &'a super::PromptPool,
+    pub plan: &'a crate::segmented::DevicePlan,
 }
 use crate::config::{Activation, ModelConfig};
 use crate::{kernels, profile};
@@ -117,7 +126,7 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
-        let LayerInput { cos, sin, mask, offset, pads } = *input;
+        let LayerInput { cos, sin, mask, offset, pads, segments } = *input;
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
         let qkv = self.qkv.forward(x)?;
@@ -139,6 +148,16 @@ impl Attention {
         let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
         let l = k_all.dim(2)?;
         let g = self.heads / self.kv_heads;
+        if let (1, Some(seg)) = (t, segments) {
+            // The rows' own tokens are in `cache` (whole rows: the plan addresses them by
+            // slot); their prompts in the pool.
+            let (own_k, own_v) = cache.layer(layer);
+            let (own_k, own_v) = (own_k.narrow(0, 0, b)?, own_v.narrow(0, 0, b)?);
+            let scoring = crate::segmented::Scoring { scale: self.scale as f32, softcap: self.softcap.unwrap_or(0.0) as f32, window: self.window.unwrap_or(0) };
+            let q = q.reshape((b, self.kv_heads, g, hd))?;
+            let out = crate::segmented::attend(&q, seg.pool.layer(layer), (&own_k, &own_v), seg.plan, scoring)?;
+            return self.o.forward(&out.reshape((b, 1, self.heads * hd))?);
+        }
         if let (1, Some(pads)) = (t, pads) {
             if kernels::decode_attention_fits(&q, g, hd) {
                 let q = q.reshape((b, self.kv_heads, g, hd))?;

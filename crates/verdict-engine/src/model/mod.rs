@@ -11,9 +11,12 @@
 
 mod cache;
 mod layers;
+mod pool;
 mod rope;
 
 pub use cache::KvCache;
+pub use layers::Segments;
+pub use pool::PromptPool;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -126,6 +129,17 @@ impl Decoder {
     /// Run the step through all layers, writing its keys and values into `cache`, and
     /// return the final hidden states `[b, t, hidden]`.
     pub fn forward(&self, step: &Step, cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        self.forward_with(step, cache, None)
+    }
+
+    /// A decode step (`t = 1`) whose rows read their prompts from a pool: `own` holds only
+    /// the rows' own tokens (the step's keys and values go at its slot `step.offset`), and
+    /// attention runs over each row's segments as `segments.plan` lays them out.
+    pub fn forward_segmented(&self, step: &Step, own: &mut KvCache, segments: Segments<'_>) -> candle_core::Result<Tensor> {
+        self.forward_with(step, own, Some(segments))
+    }
+
+    fn forward_with(&self, step: &Step, cache: &mut KvCache, segments: Option<Segments<'_>>) -> candle_core::Result<Tensor> {
         let mut h = self.embed.forward(&step.tokens)?;
         if self.cfg.gemma.is_some() {
             // Gemma multiplies by √hidden rounded to the activation dtype, as transformers does.
@@ -138,7 +152,7 @@ impl Decoder {
                 (Some(m), true) => m,
                 _ => &step.mask,
             };
-            let input = LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset, pads: step.pads.as_ref() };
+            let input = LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset, pads: step.pads.as_ref(), segments };
             h = layer.forward(&h, &input, cache, i)?;
         }
         self.norm.forward(&h)
