@@ -47,18 +47,6 @@ for size in $SIZES; do
   if [ ! -f "$dir/config.json" ]; then
     /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --shards 4 --out "$dir" 2>&1 | tail -1
   fi
-  if [ -z "${VERDICT_DECODE_ATTENTION:-}" ]; then
-    # Decode attention: the one-kernel version or cuBLAS products around our masked softmax
-    # (the default), whichever is faster here at batch 512; the choice is printed.
-    for mode in kernel ops; do
-      VERDICT_DECODE_ATTENTION=$mode "$BIN" model bench "$dir" --device cuda --batches 512 --new-tokens 64 | sed "s/^/$mode: /" | tee -a "$OUT/attention-ab.txt"
-    done
-    export VERDICT_DECODE_ATTENTION=$(python3 -c "
-import json,sys
-r={l.split(': ',1)[0]: json.loads(l.split(': ',1)[1]) for l in open('$OUT/attention-ab.txt') if ': {' in l}
-print(min(r, key=lambda m: r[m]['ms_per_step']))")
-    echo "decode attention: $VERDICT_DECODE_ATTENTION" | tee -a "$OUT/gpu.txt"
-  fi
   echo "== $name: Verdict"
   "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 --batches "$vb" \
     --prompts-out "$OUT/prompts-$name.json" | tee "$OUT/verdict-$name.jsonl"

@@ -147,9 +147,12 @@ fn line(args: &BenchArgs, costs: Costs, workload: &str, batch: usize, items: &[P
     let steps = stats.decode_steps.max(1) as f64;
     let mean_prompt = prompt_tokens as f64 / stats.sequences.max(1) as f64;
     let mean_new = stats.generated_tokens as f64 / stats.sequences.max(1) as f64;
-    // Rows computed per step, each reading its context (mean over its life: prompt + half
-    // the judgement).
-    let step_bytes = costs.weight_bytes + (stats.decode_rows as f64 / steps) * (mean_prompt + mean_new / 2.0) * costs.kv_bytes_per_token;
+    // What a step must read: the weights once, each distinct prompt once for the rows that
+    // continue it (samples per prompt = sequences / prompts), each row's own tokens (half
+    // the judgement, over its life).
+    let rows_per_step = stats.decode_rows as f64 / steps;
+    let per_prompt = stats.sequences as f64 / stats.prompts.max(1) as f64;
+    let step_bytes = costs.weight_bytes + rows_per_step * (mean_prompt / per_prompt.max(1.0) + mean_new / 2.0) * costs.kv_bytes_per_token;
     json!({
         "engine": "verdict",
         "model": args.dir.file_name().map(|n| n.to_string_lossy().into_owned()),

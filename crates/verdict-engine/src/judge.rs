@@ -248,26 +248,34 @@ impl Judge {
         self.options.max_batch = max_batch.max(1);
     }
 
-    /// Most sequences one batch may hold for prompts of `prompt_tokens` and `max_new` new
-    /// tokens: the user's `max_batch`, and on CUDA what fits in the memory left after the
-    /// weights (KV cache, logits and attention scores per sequence, plus one prefill chunk).
-    pub fn batch_limit(&self, prompt_tokens: usize, max_new: usize) -> usize {
+    /// Rows (samples decoded together) and prompt-pool slots for a session: the user's
+    /// `max_batch`, and on CUDA what fits in the memory left after the weights. A row costs
+    /// its own tokens' keys and values, its logits and its share of the prompt pool: each
+    /// distinct prompt is held once, and with `k` samples over two response orders about
+    /// k/2 rows read each (the pool gets a quarter more, so prompts are prefilled ahead).
+    /// One prefill chunk's activations and caches are set aside.
+    pub fn sizing(&self, prompt_tokens: usize, max_new: usize, k: usize) -> (usize, usize) {
         let cfg = self.config();
+        let dtype = self.options.dtype;
+        let per_prompt_row = (k / 2).max(1);
         let Some(free) = self.free_bytes else {
-            return if self.options.max_batch == usize::MAX { CPU_BATCH } else { self.options.max_batch };
+            let rows = if self.options.max_batch == usize::MAX { CPU_BATCH } else { self.options.max_batch };
+            return (rows, pool_slots(rows, prompt_tokens, k));
         };
-        let capacity = prompt_tokens + max_new;
-        let per_seq = KvCache::bytes_per_sequence(cfg, capacity, self.options.dtype)
+        let own = crate::engine::own_slots(max_new);
+        let per_row = KvCache::bytes_per_sequence(cfg, own, dtype)
+            + KvCache::bytes_per_sequence(cfg, prompt_tokens * 5 / 4 / per_prompt_row, dtype)
             + cfg.vocab_size * 12
-            + cfg.num_attention_heads * capacity * 16
             + (cfg.hidden_size * 8 + cfg.intermediate_size * 8);
         let chunk = (PREFILL_TOKENS / prompt_tokens.max(1)).max(1);
         let prefill = PREFILL_TOKENS * (cfg.intermediate_size * 8 + cfg.hidden_size * 16)
             + chunk * cfg.num_attention_heads * prompt_tokens * prompt_tokens * 12
-            + chunk * KvCache::bytes_per_sequence(cfg, prompt_tokens, self.options.dtype);
+            + chunk * KvCache::bytes_per_sequence(cfg, prompt_tokens, dtype)
+            + KvCache::bytes_per_sequence(cfg, prompt_tokens, dtype);
         // Keep a tenth free for the allocator's slack and cuBLAS workspaces.
         let budget = (free / 10 * 9).saturating_sub(prefill);
-        (budget / per_seq.max(1)).clamp(1, MAX_ROWS).min(self.options.max_batch)
+        let rows = (budget / per_row.max(1)).clamp(1, MAX_ROWS).min(self.options.max_batch);
+        (rows, pool_slots(rows, prompt_tokens, k))
     }
 
     /// Judge prepared items: all their samples, through one continuously batched session.
@@ -310,11 +318,13 @@ impl Judge {
     }
 
     /// A session that judges items as they are submitted, under one spec: prompts of up to
-    /// `max_prompt` tokens, a batch of at most `batch_limit` rows (and at most `samples`, when
-    /// the caller knows how many there will be).
+    /// `max_prompt` tokens, a batch of at most the rows [`Judge::sizing`] allows (and at most
+    /// `samples`, when the caller knows how many there will be).
     pub fn session(&self, spec: &LabelSpec, max_prompt: usize, samples: Option<usize>, fixed_length: bool) -> Result<Session<'_>> {
         let max_new = spec.max_new_tokens as usize;
-        let rows = self.batch_limit(max_prompt, max_new).min(samples.unwrap_or(usize::MAX)).max(1);
+        let (rows, _) = self.sizing(max_prompt, max_new, spec.k as usize);
+        let rows = rows.min(samples.unwrap_or(usize::MAX)).max(1);
+        let pool = pool_slots(rows, max_prompt, spec.k as usize);
         let device = self.model.device();
         let stage = SamplingStage {
             token_texts: &self.token_texts,
@@ -325,7 +335,7 @@ impl Judge {
             vocab: self.prompter.tok.vocab,
             score_ids: Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), device).map_err(|source| EngineError::Compute { step: "score vocabulary", source })?,
         };
-        let engine = Engine::new(&self.model, &self.prompter.tok, stage, rows, max_prompt, max_new)?;
+        let engine = Engine::new(&self.model, &self.prompter.tok, stage, rows, max_prompt, max_new, pool)?;
         Ok(Session::new(self, spec.clone(), engine, fixed_length))
     }
 
@@ -369,4 +379,11 @@ impl Judge {
             })
             .collect())
     }
+}
+
+/// Prompt-pool slots for `rows` rows of `k` samples per item over prompts of up to
+/// `prompt_tokens`: each distinct prompt once, about k/2 rows reading each (two response
+/// orders), a quarter more to prefill ahead, and never less than one prompt.
+fn pool_slots(rows: usize, prompt_tokens: usize, k: usize) -> usize {
+    rows * prompt_tokens * 5 / 4 / (k / 2).max(1) + prompt_tokens
 }

@@ -1,6 +1,7 @@
 //! Operations with a CUDA kernel of our own (kernels/verdict.cu, compiled to PTX by build.rs
-//! with the `cuda` feature): token sampling on the device, RMSNorm in one pass, and the
-//! gated MLP activation fused with its product.
+//! with the `cuda` feature): token sampling on the device, RMSNorm in one pass, the gated
+//! MLP activation fused with its product, and prefill attention's masked softmax. Decode
+//! attention's kernels are driven from crate::segmented.
 //!
 //! Sampling has a CPU implementation with the same meaning (sampler.rs), so both devices run
 //! one code path. The two fused layer ops are used only for bf16 on CUDA; elsewhere the model
@@ -229,126 +230,6 @@ impl candle_core::CustomOp1 for GatedAct {
         // SAFETY: argument types and order match verdict_gated_act_bf16.
         unsafe { b.launch(grid(total.div_ceil(256).clamp(1, 65_535), 256)) }.w()?;
         Ok(done(out, dev, Shape::from(dims)))
-    }
-}
-
-/// The decode attention kernel for a head size: its name, and the most query heads per KV
-/// head it takes (its accumulators live in registers, so both are bounded).
-fn decode_kernel(head_dim: usize) -> Option<(&'static str, usize)> {
-    match head_dim {
-        // Key rows are read in 16-byte pieces.
-        d if d % 8 != 0 => None,
-        0..=32 => Some(("verdict_decode_attention_e1", 16)),
-        33..=64 => Some(("verdict_decode_attention_e2", 16)),
-        65..=128 => Some(("verdict_decode_attention_e4", 8)),
-        129..=256 => Some(("verdict_decode_attention_e8", 4)),
-        _ => None,
-    }
-}
-
-/// Whether `decode_attention` handles this shape: bf16 on CUDA, a head_dim that is a
-/// multiple of 8 and at most 256, and few enough query heads per KV head (16 up to head_dim 64, 8 up to 128, 4 up to
-/// 256). Other shapes take the composed-ops path.
-pub fn decode_attention_fits(q: &Tensor, g: usize, head_dim: usize) -> bool {
-    fused(q) && *DECODE_KERNEL && decode_kernel(head_dim).is_some_and(|(_, max_g)| g <= max_g)
-}
-
-/// The one-kernel decode attention is opt-in (`VERDICT_DECODE_ATTENTION=kernel`): on the H200
-/// it is slower than cuBLAS's products around `prefill_softmax` (14.4 against 9.5 ms per step
-/// for the Qwen2.5-0.5B shape at batch 512, bench/RESULTS.md), so the default decode step
-/// uses those. It stays as the starting point of a fixed-shape, graph-capturable step.
-static DECODE_KERNEL: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var("VERDICT_DECODE_ATTENTION").is_ok_and(|v| v == "kernel"));
-
-/// Attention of one new query per row over the cached keys and values, in one kernel.
-/// `q` is `[b, kv, g, hd]`, `k` and `v` the cache views `[b, kv, L, hd]`, `pads` (u32 `[b]`)
-/// each row's first real slot; with `window`, only the last `window` slots are seen.
-/// Returns `[b, kv, g, hd]`.
-pub fn decode_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    pads: &Tensor,
-    scale: f64,
-    softcap: Option<f64>,
-    window: Option<usize>,
-) -> candle_core::Result<Tensor> {
-    let op = DecodeAttention {
-        pads: pads.clone(),
-        scale: scale as f32,
-        softcap: softcap.unwrap_or(0.0) as f32,
-        window: window.unwrap_or(0),
-    };
-    q.contiguous()?.apply_op3_no_bwd(k, v, &op)
-}
-
-#[allow(dead_code)] // read by the CUDA path only
-struct DecodeAttention {
-    pads: Tensor,
-    scale: f32,
-    softcap: f32,
-    window: usize,
-}
-
-impl candle_core::CustomOp3 for DecodeAttention {
-    fn name(&self) -> &'static str {
-        "verdict-decode-attention"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the decode attention kernel is CUDA-only; the CPU composes candle ops")
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        sq: &candle_core::CudaStorage,
-        lq: &Layout,
-        sk: &candle_core::CudaStorage,
-        lk: &Layout,
-        sv: &candle_core::CudaStorage,
-        lv: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        use candle_core::cuda_backend::WrapErr;
-        use cuda::{done, grid, view, with_pads};
-        let dev = sq.device();
-        let (b, kv, g, hd) = lq.shape().dims4()?;
-        let (kb, kkv, l, khd) = lk.shape().dims4()?;
-        if (kb, kkv, khd) != (b, kv, hd) || lv.shape() != lk.shape() {
-            candle_core::bail!("decode attention: q {:?}, k {:?}, v {:?} do not fit", lq.shape(), lk.shape(), lv.shape());
-        }
-        let (ks, vs) = (lk.stride(), lv.stride());
-        if ks[2] != hd || ks[3] != 1 || vs[2] != hd || vs[3] != 1 {
-            candle_core::bail!("decode attention: cache rows must be contiguous");
-        }
-        let q = view::<half::bf16>(sq, lq, "q")?;
-        // Strided cache views: from their first element on, the kernel applies the strides.
-        let k = sk.as_cuda_slice::<half::bf16>()?.slice(lk.start_offset()..);
-        let v = sv.as_cuda_slice::<half::bf16>()?.slice(lv.start_offset()..);
-        // SAFETY: the kernel writes every element.
-        let out = unsafe { dev.alloc::<half::bf16>(b * kv * g * hd)? };
-        let (name, _) = decode_kernel(hd).ok_or_else(|| candle_core::Error::Msg(format!("decode attention: head_dim {hd} unsupported")))?;
-        let func = dev.get_or_load_custom_func(name, cuda::MODULE, cuda::PTX)?;
-        let dims = [kv as i32, g as i32, hd as i32, l as i32];
-        let strides = [ks[0] as i64, ks[1] as i64, vs[0] as i64, vs[1] as i64];
-        let window = self.window as i32;
-        with_pads(&self.pads, |pads| {
-            let mut f = func.builder();
-            f.arg(&q).arg(&k).arg(&v).arg(pads).arg(&out);
-            for d in &dims {
-                f.arg(d);
-            }
-            for st in &strides {
-                f.arg(st);
-            }
-            f.arg(&self.scale).arg(&self.softcap).arg(&window);
-            // SAFETY: argument types and order match the verdict_decode_attention_e* kernels.
-            unsafe { f.launch(grid(b * kv, 128)) }.w()?;
-            Ok(())
-        })?;
-        Ok(done(out, dev, lq.shape().clone()))
     }
 }
 

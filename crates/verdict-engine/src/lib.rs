@@ -13,7 +13,7 @@
 //! - [`kernels`]: our CUDA kernels (`kernels/verdict.cu`): device sampling, fused RMSNorm and
 //!   gated activation, attention softmax with the mask built in, one-kernel decode attention.
 //! - [`segmented`]: decode attention over shared segments (a prompt's keys read once for
-//!   every row that continues it), on the CPU and in our CUDA kernels; not yet the engine's.
+//!   every row that continues it), on the CPU and in our CUDA kernels.
 //! - [`profile`]: `VERDICT_PROFILE=1` phase timings.
 //! - [`model`]: the decoder forward (Qwen2, Qwen3, Llama 3, Gemma 2) over a preallocated KV
 //!   cache, with per-sequence positions and padding masks.

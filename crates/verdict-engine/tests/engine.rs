@@ -238,14 +238,14 @@ fn each_distinct_prompt_is_prefilled_once() {
 #[test]
 fn freed_rows_are_refilled_and_no_sample_depends_on_its_neighbours() {
     // Many samples of varied lengths through a few rows: rows are refilled as samples
-    // finish (continuous batching), the cache's frontier moves left when it reaches the end
-    // and right when a longer prompt arrives. Every sample must come out exactly as when it
-    // runs alone.
+    // finish (continuous batching), prompts come and go in the pool, and the own cache's
+    // frontier moves left when it reaches the end. Every sample must come out exactly as
+    // when it runs alone.
     for arch in common::ARCHS {
         let alone = load(arch, 1);
         let s = LabelSpec { k: 3, max_new_tokens: 40, ..spec(&alone) };
         let mut its = items(9);
-        // A long prompt late in the stream makes the frontier move right.
+        // A long prompt late in the stream, among short ones.
         its.push(Item::from_json_line(&format!(r#"{{"id":"long","prompt":"{}","responses":["a","b"]}}"#, "why ".repeat(120))).unwrap());
         let p: Vec<_> = its.into_iter().map(|i| alone.prepare(i, &s).unwrap()).collect();
         let (a, _) = alone.judge_with(&p, &s, false).unwrap();
@@ -255,7 +255,7 @@ fn freed_rows_are_refilled_and_no_sample_depends_on_its_neighbours() {
             assert_eq!(a, b, "{arch:?}: a sample changed with {rows} rows");
             assert!(stats.decode_steps < stats.sequences * 40 / rows, "{arch:?}: rows were not refilled ({} steps)", stats.decode_steps);
             assert!(stats.live_rows * 10 >= stats.decode_rows * 8, "{arch:?}, {rows} rows: the batch ran {}/{} full", stats.live_rows, stats.decode_rows);
-            assert!(stats.cache_moves > 0, "{arch:?}, {rows} rows: the frontier never moved");
+            assert!(stats.cache_moves > 0, "{arch:?}, {rows} rows: the own cache's frontier never moved");
         }
     }
 }

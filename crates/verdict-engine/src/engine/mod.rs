@@ -66,11 +66,21 @@ impl GenStats {
     }
 }
 
-/// A prompt known to the engine: its tokens until prefilled, then its keys and values until
-/// its last sample is admitted.
+/// A prompt known to the engine: its tokens until prefilled, then its place in the pool
+/// until its last sample has finished.
 struct Prompt {
     tokens: Vec<u32>,
     kv: Option<PromptKv>,
+    /// Rows running one of its samples.
+    readers: usize,
+    /// Every sample has been admitted.
+    spent: bool,
+}
+
+/// Own-cache slots per row for judgements of up to `max_new` tokens: slack beyond the
+/// longest, so the cache's live part moves left at most once per slack steps.
+pub fn own_slots(max_new: usize) -> usize {
+    max_new + 1 + (max_new / 8).max(32)
 }
 
 pub struct Engine<'a> {
@@ -91,13 +101,13 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// An engine of `rows` rows whose cache holds prompts of up to `max_prompt` tokens plus
-    /// `max_new` generated ones.
-    pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, rows: usize, max_prompt: usize, max_new: usize) -> Result<Self> {
+    /// An engine of `rows` rows of up to `max_new` generated tokens each, for prompts of up to
+    /// `max_prompt` tokens, with a pool of `pool_slots` prompt tokens (at least `max_prompt`).
+    pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, rows: usize, max_prompt: usize, max_new: usize, pool_slots: usize) -> Result<Self> {
         let pad_id = tok.stop_ids.first().copied().unwrap_or(0);
         let rows = rows.max(1);
         Ok(Self {
-            runner: Runner::new(model, rows, max_prompt + max_new, pad_id)?,
+            runner: Runner::new(model, rows, own_slots(max_new), pool_slots.max(max_prompt), pad_id)?,
             scheduler: Scheduler::new(rows),
             stage,
             tok,
@@ -126,14 +136,14 @@ impl<'a> Engine<'a> {
     }
 
     pub fn stats(&self) -> GenStats {
-        GenStats { cache_moves: self.runner.moves, ..self.stats }
+        GenStats { cache_moves: self.runner.moves, prefill_tokens: self.runner.prefill_tokens, ..self.stats }
     }
 
     /// A prompt its samples will continue; returns its id.
     pub fn add_prompt(&mut self, tokens: Vec<u32>) -> usize {
         let id = self.next_prompt;
         self.next_prompt += 1;
-        self.prompts.insert(id, Prompt { tokens, kv: None });
+        self.prompts.insert(id, Prompt { tokens, kv: None, readers: 0, spent: false });
         id
     }
 
@@ -157,7 +167,10 @@ impl<'a> Engine<'a> {
         self.prefill()?;
         self.admit(&mut finished)?;
         for p in self.scheduler.spent_prompts() {
-            self.prompts.remove(&p);
+            if let Some(prompt) = self.prompts.get_mut(&p) {
+                prompt.spent = true;
+            }
+            self.maybe_free(p);
         }
         self.stats.prefill_seconds += started.elapsed().as_secs_f64();
         if self.scheduler.running() > 0 {
@@ -176,29 +189,45 @@ impl<'a> Engine<'a> {
         let slack = self.scheduler.rows() / 8;
         // While most rows are free (the start, or a new wave of work) prefill in bigger
         // steps: there is little decoding to hold up, and larger chunks prefill faster.
+        // Never more than the pool has room for.
         let rows = self.scheduler.rows().max(1);
-        let budget = PREFILL_TOKENS * (1 + 3 * self.scheduler.free_rows() / rows);
+        let budget = (PREFILL_TOKENS * (1 + 3 * self.scheduler.free_rows() / rows)).min(self.runner.pool_free());
         let want = self.scheduler.to_prefill(|p| self.prompts.get(&p).map(|x| x.tokens.len()).unwrap_or(0), budget, slack);
         if want.is_empty() {
             return Ok(());
         }
         let seqs: Vec<&[u32]> = want.iter().map(|p| self.prompts[p].tokens.as_slice()).collect();
         let kvs = self.runner.prefill(&seqs)?;
-        let mut counted: Vec<std::rc::Rc<runner::PrefillChunk>> = Vec::new();
+        let mut ready = Vec::new();
         for (p, kv) in want.iter().zip(kvs) {
-            // Count each chunk's padded size once.
-            if !counted.iter().any(|c| std::rc::Rc::ptr_eq(c, &kv.chunk)) {
-                self.stats.prefill_tokens += kv.chunk.width * kv.chunk.lengths.len();
-                counted.push(kv.chunk.clone());
-            }
-            if let Some(prompt) = self.prompts.get_mut(p) {
-                prompt.tokens = Vec::new();
-                prompt.kv = Some(kv);
+            // A prompt the pool had no room for waits for a later step.
+            let (Some(kv), Some(prompt)) = (kv, self.prompts.get_mut(p)) else { continue };
+            prompt.tokens = Vec::new();
+            prompt.kv = Some(kv);
+            ready.push(*p);
+        }
+        self.stats.prompts += ready.len();
+        self.scheduler.mark_ready(&ready);
+        Ok(())
+    }
+
+    /// A prompt whose samples are all admitted and finished leaves the pool.
+    fn maybe_free(&mut self, p: usize) {
+        if self.prompts.get(&p).is_some_and(|x| x.spent && x.readers == 0) {
+            if let Some(kv) = self.prompts.remove(&p).and_then(|x| x.kv) {
+                self.runner.free_prompt(&kv);
             }
         }
-        self.stats.prompts += want.len();
-        self.scheduler.mark_ready(&want);
-        Ok(())
+    }
+
+    /// The sample in `row` finished: free the row and its hold on its prompt.
+    fn finish_row(&mut self, row: usize, prompt: usize) {
+        self.runner.release(row);
+        self.scheduler.finish(row);
+        if let Some(x) = self.prompts.get_mut(&prompt) {
+            x.readers = x.readers.saturating_sub(1);
+        }
+        self.maybe_free(prompt);
     }
 
     fn admit(&mut self, finished: &mut Vec<(usize, GenOutput)>) -> Result<()> {
@@ -211,28 +240,32 @@ impl<'a> Engine<'a> {
             .map(|(_, p, _)| self.prompts.get(p).and_then(|x| x.kv.clone()).ok_or(crate::EngineError::Device(format!("prompt {p} was admitted before its prefill"))))
             .collect::<Result<_>>()?;
         let pairs: Vec<(usize, &PromptKv)> = admitted.iter().zip(&kvs).map(|((_, _, row), kv)| (*row, kv)).collect();
-        self.runner.admit(&pairs)?;
+        self.runner.admit(&pairs);
+        for (_, p, _) in &admitted {
+            if let Some(x) = self.prompts.get_mut(p) {
+                x.readers += 1;
+            }
+        }
         // First tokens: each sample draws from its prompt's last logits with its own RNG.
         let mut rows_of: Vec<Tensor> = Vec::new();
         let mut i = 0;
         while i < kvs.len() {
             let mut j = i + 1;
-            while j < kvs.len() && std::rc::Rc::ptr_eq(&kvs[j].chunk, &kvs[i].chunk) {
+            while j < kvs.len() && std::rc::Rc::ptr_eq(&kvs[j].logits, &kvs[i].logits) {
                 j += 1;
             }
             let idx: Vec<u32> = kvs[i..j].iter().map(|k| k.row as u32).collect();
             let idx = Tensor::from_vec(idx, j - i, self.runner.device()).step("first tokens")?;
-            rows_of.push(kvs[i].chunk.logits.index_select(&idx, 0).step("first tokens")?);
+            rows_of.push(kvs[i].logits.index_select(&idx, 0).step("first tokens")?);
             i = j;
         }
         let logits = Tensor::cat(&rows_of, 0).step("first tokens")?;
         let mut newcomers: Vec<Option<Sequence>> = admitted.iter().map(|(s, _, _)| self.waiting.remove(s)).collect();
         self.stage.choose(&logits, &mut newcomers.iter_mut().map(Option::as_mut).collect::<Vec<_>>())?;
-        for ((sample, _, row), seq) in admitted.iter().zip(newcomers) {
+        for ((sample, prompt, row), seq) in admitted.iter().zip(newcomers) {
             let Some(seq) = seq else { continue };
             if seq.is_done() {
-                self.runner.release(*row);
-                self.scheduler.finish(*row);
+                self.finish_row(*row, *prompt);
                 finished.push((*sample, seq.finish(|ids| self.tok.decode(ids))));
             } else {
                 self.running[*row] = Some((*sample, seq));
@@ -255,8 +288,7 @@ impl<'a> Engine<'a> {
         for row in 0..active {
             if self.running[row].as_ref().is_some_and(|(_, s)| s.is_done()) {
                 if let Some((sample, seq)) = self.running[row].take() {
-                    self.runner.release(row);
-                    self.scheduler.finish(row);
+                    self.finish_row(row, seq.request().prompt);
                     finished.push((sample, seq.finish(|ids| self.tok.decode(ids))));
                 }
             }

@@ -1,119 +1,111 @@
-//! The model runner: owns the batch's KV cache and the model, turns a step's rows into
-//! tensors, and returns logits.
+//! The model runner: owns the prompt pool, the rows' own-token cache and the model; turns a
+//! step's rows into tensors and an attention plan, and returns logits.
 //!
-//! Layout. The cache holds `rows` sequences of up to `capacity` slots. Every row writes its
-//! next token at the same slot, the frontier `offset`; row r's sequence occupies slots
-//! `pads[r]..offset` (its left padding is `pads[r]`), and masks hide everything before it.
-//! A sample admitted into a freed row gets its prompt's keys and values copied so that the
-//! prompt ends at the frontier, whatever the other rows are doing: rows start and finish
-//! independently (continuous batching) while the step stays one dense `[rows, 1]` forward.
-//! Positions count from each row's first real token, so where a sequence sits in the cache
-//! changes nothing it computes. When the frontier reaches the end of the cache, the live
-//! part is moved left (by the smallest live padding); when an admitted prompt is longer
-//! than the frontier, the live part moves right. Both moves are rare (at most once per
-//! `max_new_tokens` steps, or when a longer prompt arrives).
+//! Layout. Each distinct prompt's keys and values are held once, in the prompt pool
+//! ([`PromptPool`]), for as long as a sample may still read them: the k samples of an item
+//! continue at most n! prompts (two for a pair), so a step reads each prompt once per group
+//! of rows that continue it instead of once per row (segmented attention, crate::segmented),
+//! and memory holds each prompt once. Each row's own generated tokens go in a small cache of
+//! `rows` × `own` slots where every row writes its next token at the same slot, the frontier
+//! `offset`; row r's tokens occupy `starts[r]..offset`. Positions count from each row's
+//! prompt, so where a row's tokens sit changes nothing it computes. When the frontier
+//! reaches the end, the live part moves left (by the earliest live start); the own cache
+//! has slack beyond the longest judgement, so that happens at most once per `slack` steps.
 //!
 //! Prompts are prefilled apart, in chunks of at most `PREFILL_TOKENS` (padding included),
-//! into small caches of their own: each distinct prompt once, however many samples continue
-//! it. Admission copies from there.
+//! into small caches of their own, and copied into the pool; the chunk's caches then go.
 
 use std::rc::Rc;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ComputeContext, Result};
-use crate::model::{causal_mask, Decoder, KvCache, Step};
+use crate::model::{Decoder, KvCache, PromptPool, Segments, Step};
 use crate::profile;
+use crate::segmented::{self, Plan, Segment};
 
 /// Most prompt tokens (padding included) prefilled in one forward pass: bounds the prefill's
 /// activations and attention scores, which grow with the square of the prompt length.
 pub(crate) const PREFILL_TOKENS: usize = 16_384;
 
-/// Prompts prefilled together: their keys and values, left-padded to `width`, and the
-/// logits of each one's last position (what its samples' first tokens are drawn from).
-pub struct PrefillChunk {
-    cache: KvCache,
-    pub width: usize,
-    pub logits: Tensor,
-    pub lengths: Vec<usize>,
-}
+/// Keys per unit of segmented attention: long prompts are split into units of this many keys
+/// so that a few long rows still spread over the GPU.
+const SPLIT_KEYS: usize = 256;
 
-/// A prefilled prompt: its chunk and its row there.
+/// A prompt held in the pool: its slots, and the logits its samples' first tokens are drawn
+/// from (row `row` of its prefill chunk's last-position logits).
 #[derive(Clone)]
 pub struct PromptKv {
-    pub chunk: Rc<PrefillChunk>,
+    pub start: usize,
+    pub len: usize,
+    pub logits: Rc<Tensor>,
     pub row: usize,
 }
 
 impl PromptKv {
     /// The prompt's length in tokens.
     pub fn tokens(&self) -> usize {
-        self.chunk.lengths[self.row]
+        self.len
     }
 }
 
 pub struct Runner<'m> {
     model: &'m Decoder,
-    cache: KvCache,
-    /// Slot where every row writes its next token.
+    pool: PromptPool,
+    own: KvCache,
+    /// Own-cache slot where every row writes its next token.
     offset: usize,
-    /// Each row's first slot; a free row's is the frontier where it was freed.
-    pads: Vec<usize>,
-    live: Vec<bool>,
-    /// `pads` on the device, rebuilt when they change.
-    pads_dev: Option<Tensor>,
+    /// Each row's first own slot; a free row's is the frontier where it was freed.
+    starts: Vec<usize>,
+    /// The prompt each live row continues (pool start, length).
+    prompts: Vec<Option<(usize, usize)>>,
     pad_id: u32,
-    window: Option<usize>,
-    /// Whether steps must carry mask tensors (the CPU path); on CUDA the kernels build
-    /// masks from `pads`, and `dummy_mask` stands in.
-    host_masks: bool,
     dummy_mask: Tensor,
-    /// Times the live part of the cache was moved (left at the end of the cache, right for a
-    /// longer prompt).
+    /// The most query vectors a unit of segmented attention takes (the CUDA kernel's bound).
+    max_queries: usize,
+    /// Times the live part of the own cache was moved left.
     pub moves: usize,
+    /// Prompt tokens computed in prefill, padding included.
+    pub prefill_tokens: usize,
 }
 
 impl<'m> Runner<'m> {
-    /// A cache of `rows` sequences of `capacity` slots each.
-    pub fn new(model: &'m Decoder, rows: usize, capacity: usize, pad_id: u32) -> Result<Self> {
-        let cache = KvCache::new(model.config(), rows, capacity, model.dtype(), model.device()).step("allocating the KV cache")?;
-        let host_masks = !crate::kernels::masks_in_kernels(model.device(), model.dtype());
-        let dummy_mask = Tensor::zeros((1, 1, 1, 1), DType::F32, model.device()).step("allocating the KV cache")?;
-        Ok(Self {
-            model,
-            cache,
-            offset: 0,
-            pads: vec![0; rows],
-            live: vec![false; rows],
-            pads_dev: None,
-            pad_id,
-            window: model.sliding_window(),
-            host_masks,
-            dummy_mask,
-            moves: 0,
-        })
+    /// `rows` rows of `own` own slots each, and a pool of `pool_slots` prompt tokens.
+    pub fn new(model: &'m Decoder, rows: usize, own: usize, pool_slots: usize, pad_id: u32) -> Result<Self> {
+        let (cfg, dtype, device) = (model.config(), model.dtype(), model.device());
+        let own_cache = KvCache::new(cfg, rows, own, dtype, device).step("allocating the KV cache")?;
+        let pool = PromptPool::new(cfg, pool_slots, dtype, device).step("allocating the prompt pool")?;
+        let dummy_mask = Tensor::zeros((1, 1, 1, 1), DType::F32, device).step("allocating the KV cache")?;
+        let max_queries = if device.is_cuda() {
+            segmented::max_queries(cfg.head_dim).ok_or_else(|| crate::EngineError::Device(format!("no attention kernel for head_dim {}", cfg.head_dim)))?
+        } else {
+            64
+        };
+        Ok(Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0 })
     }
 
     pub fn rows(&self) -> usize {
-        self.pads.len()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.cache.capacity()
+        self.starts.len()
     }
 
     pub fn device(&self) -> &Device {
         self.model.device()
     }
 
-    /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`.
-    /// Prompts are chunked in order of length, so a chunk pads little; the answer is in the
-    /// order given.
-    pub fn prefill(&self, prompts: &[&[u32]]) -> Result<Vec<PromptKv>> {
+    /// Pool slots free for prompts.
+    pub fn pool_free(&self) -> usize {
+        self.pool.slots.free_slots()
+    }
+
+    /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`, and
+    /// hold each in the pool. Prompts are chunked in order of length, so a chunk pads
+    /// little; the answer is in the order given, `None` for a prompt the pool had no room
+    /// for (it waits for a later step).
+    pub fn prefill(&mut self, prompts: &[&[u32]]) -> Result<Vec<Option<PromptKv>>> {
         let mut order: Vec<usize> = (0..prompts.len()).collect();
         order.sort_by_key(|&i| prompts[i].len());
         let mut out: Vec<Option<PromptKv>> = vec![None; prompts.len()];
-        let device = self.model.device();
+        let device = self.model.device().clone();
         let mut start = 0;
         while start < order.len() {
             // Grow the chunk while its padded size stays within the budget.
@@ -127,131 +119,138 @@ impl<'m> Runner<'m> {
                 width = w;
                 end += 1;
             }
-            let chunk: Vec<&[u32]> = order[start..end].iter().map(|&i| prompts[i]).collect();
-            let (step, _) = Step::left_padded(&chunk, width, self.pad_id, self.window, device).step("prefill input")?;
-            let mut cache = KvCache::new(self.model.config(), chunk.len(), width, self.model.dtype(), device).step("allocating the prefill cache")?;
-            let hidden = profile::time("prefill", "forward", device, || self.model.forward(&step, &mut cache)).step("prefill")?;
-            let logits = self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?;
-            let shared = Rc::new(PrefillChunk { cache, width, logits, lengths: chunk.iter().map(|p| p.len()).collect() });
-            for (row, &i) in order[start..end].iter().enumerate() {
-                out[i] = Some(PromptKv { chunk: shared.clone(), row });
+            // Room in the pool first: a prompt without it is not computed now.
+            let mut placed: Vec<(usize, usize)> = Vec::new();
+            for &i in &order[start..end] {
+                if let Some(at) = self.pool.slots.alloc(prompts[i].len()) {
+                    placed.push((i, at));
+                }
             }
             start = end;
+            if placed.is_empty() {
+                continue;
+            }
+            let chunk: Vec<&[u32]> = placed.iter().map(|&(i, _)| prompts[i]).collect();
+            let width = chunk.iter().map(|p| p.len()).max().unwrap_or(0);
+            let (step, pads) = Step::left_padded(&chunk, width, self.pad_id, self.model.sliding_window(), &device).step("prefill input")?;
+            let mut cache = KvCache::new(self.model.config(), chunk.len(), width, self.model.dtype(), &device).step("allocating the prefill cache")?;
+            self.prefill_tokens += width * chunk.len();
+            let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut cache)).step("prefill")?;
+            let logits = Rc::new(self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?);
+            for (row, &(i, at)) in placed.iter().enumerate() {
+                let len = prompts[i].len();
+                profile::time("prefill", "to the pool", &device, || self.pool.store(&cache, row, pads[row], len, at)).step("storing a prompt")?;
+                out[i] = Some(PromptKv { start: at, len, logits: logits.clone(), row });
+            }
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(out)
     }
 
-    /// Move the live part of the cache so that the frontier is at `to`.
-    fn move_frontier(&mut self, to: usize) -> Result<()> {
-        let from_slot = self.pads.iter().zip(&self.live).filter(|(_, &l)| l).map(|(&p, _)| p).min().unwrap_or(self.offset);
-        let len = self.offset - from_slot;
-        let dst = to - len;
-        let rows = self.active();
-        if len > 0 && dst != from_slot && rows > 0 {
-            self.moves += 1;
-            profile::time("decode", "frontier move", self.model.device(), || self.cache.move_slots(rows, from_slot, dst, len)).step("moving the cache window")?;
-        }
-        for p in self.pads.iter_mut() {
-            *p = (*p + to).saturating_sub(self.offset).min(to);
-        }
-        self.offset = to;
-        self.pads_dev = None;
-        Ok(())
+    /// A prompt no sample will read again: its pool slots are free.
+    pub fn free_prompt(&mut self, kv: &PromptKv) {
+        self.pool.slots.release(kv.start, kv.len);
     }
 
-    /// Put `prompts[i]` into free row `rows[i]`, ending at the frontier. The frontier moves
-    /// right first if a prompt's chunk is wider than it.
-    pub fn admit(&mut self, admissions: &[(usize, &PromptKv)]) -> Result<()> {
-        let Some(widest) = admissions.iter().map(|(_, p)| p.chunk.width).max() else { return Ok(()) };
-        if widest > self.offset {
-            self.move_frontier(widest)?;
+    /// Start sample rows: `rows[i]` continues prompt `kv[i]`, its own tokens from the
+    /// frontier on. Nothing is copied: the row reads the prompt where the pool holds it.
+    pub fn admit(&mut self, admissions: &[(usize, &PromptKv)]) {
+        for (row, kv) in admissions {
+            self.prompts[*row] = Some((kv.start, kv.len));
+            self.starts[*row] = self.offset;
         }
-        // Consecutive rows fed from one chunk are copied together (the first fill of an
-        // empty batch is a handful of copies per layer, not one per row).
-        let mut sorted: Vec<(usize, &PromptKv)> = admissions.to_vec();
-        sorted.sort_by_key(|(row, _)| *row);
-        let mut i = 0;
-        while i < sorted.len() {
-            let (row0, first) = sorted[i];
-            let mut j = i + 1;
-            while j < sorted.len() && sorted[j].0 == row0 + (j - i) && Rc::ptr_eq(&sorted[j].1.chunk, &first.chunk) {
-                j += 1;
-            }
-            let src: Vec<u32> = sorted[i..j].iter().map(|(_, p)| p.row as u32).collect();
-            let src = Tensor::from_vec(src, j - i, self.model.device()).step("admission")?;
-            let at = self.offset - first.chunk.width;
-            profile::time("prefill", "admission", self.model.device(), || self.cache.copy_rows_from(&first.chunk.cache, &src, row0, at)).step("admission")?;
-            for (row, p) in &sorted[i..j] {
-                self.pads[*row] = self.offset - p.tokens();
-                self.live[*row] = true;
-            }
-            i = j;
-        }
-        self.pads_dev = None;
-        Ok(())
     }
 
     /// A row's sequence is finished: the row is free for the next admission.
     pub fn release(&mut self, row: usize) {
-        self.live[row] = false;
-        self.pads[row] = self.offset;
-        self.pads_dev = None;
+        self.prompts[row] = None;
+        self.starts[row] = self.offset;
     }
 
     /// Rows a step computes: up to the last live row (admission fills the lowest free rows
     /// first, and `pack` gathers the live rows there at a batch's tail).
     pub fn active(&self) -> usize {
-        self.live.iter().rposition(|&l| l).map_or(0, |r| r + 1)
+        self.prompts.iter().rposition(Option::is_some).map_or(0, |r| r + 1)
     }
 
     /// Move rows `keep` (in that order) to rows `0..keep.len()`; every other row becomes free.
     /// Rows past the live ones stop costing compute, and stay allocated for later arrivals.
     pub fn pack(&mut self, keep: &[usize]) -> Result<()> {
         let idx = Tensor::from_vec(keep.iter().map(|&r| r as u32).collect::<Vec<_>>(), keep.len(), self.model.device()).step("packing rows")?;
-        profile::time("decode", "pack", self.model.device(), || self.cache.pack_rows(&idx)).step("packing rows")?;
-        let (pads, live): (Vec<usize>, Vec<bool>) = keep.iter().map(|&r| (self.pads[r], self.live[r])).unzip();
-        let offset = self.offset;
+        profile::time("decode", "pack", self.model.device(), || self.own.pack_rows(&idx)).step("packing rows")?;
+        let (starts, prompts): (Vec<usize>, Vec<Option<(usize, usize)>>) = keep.iter().map(|&r| (self.starts[r], self.prompts[r])).unzip();
         for r in 0..self.rows() {
-            (self.pads[r], self.live[r]) = if r < keep.len() { (pads[r], live[r]) } else { (offset, false) };
+            (self.starts[r], self.prompts[r]) = if r < keep.len() { (starts[r], prompts[r]) } else { (self.offset, None) };
         }
-        self.pads_dev = None;
         Ok(())
     }
 
+    /// Move the live part of the own cache left, to slot 0.
+    fn move_left(&mut self) -> Result<()> {
+        let rows = self.active();
+        let from = (0..rows).filter(|&r| self.prompts[r].is_some()).map(|r| self.starts[r]).min().unwrap_or(self.offset);
+        let len = self.offset - from;
+        if len >= self.own.capacity() {
+            return Err(crate::EngineError::Device(format!("KV cache full: a live sequence spans all {} own slots", self.own.capacity())));
+        }
+        if len > 0 && from > 0 {
+            self.moves += 1;
+            profile::time("decode", "frontier move", self.model.device(), || self.own.move_slots(rows, from, 0, len)).step("moving the cache window")?;
+        }
+        for s in self.starts.iter_mut() {
+            *s = s.saturating_sub(from);
+        }
+        self.offset = len;
+        Ok(())
+    }
+
+    /// The step's attention plan: each prompt with the live rows that continue it, and each
+    /// live row's own tokens (the step's included).
+    fn plan(&self, n: usize, positions: &[usize]) -> Plan {
+        let cfg = self.model.config();
+        let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+        let g = cfg.num_attention_heads / kv;
+        let mut readers: std::collections::BTreeMap<(usize, usize), Vec<usize>> = std::collections::BTreeMap::new();
+        for r in 0..n {
+            if let Some(p) = self.prompts[r] {
+                readers.entry(p).or_default().push(r);
+            }
+        }
+        let own_cap = self.own.capacity();
+        let mut groups: Vec<(Segment, Vec<usize>)> = readers.into_iter().map(|((start, len), rows)| (Segment::pool(start, len, 0, kv, d), rows)).collect();
+        for r in 0..n {
+            if let Some((_, len)) = self.prompts[r] {
+                groups.push((Segment::own(r, self.starts[r], self.offset + 1 - self.starts[r], len, kv, own_cap, d), vec![r]));
+            }
+        }
+        Plan::new(&groups, positions, kv, g, self.max_queries, SPLIT_KEYS)
+    }
+
     /// One decode step over the first `tokens.len()` rows (at least `active()`): `tokens[r]`
-    /// is fed at the frontier for row r (a free row's is ignored). Returns their logits,
-    /// `[tokens.len(), V]` f32.
+    /// is fed for row r (a free row's is ignored). Returns their logits, `[tokens.len(), V]`
+    /// f32.
     pub fn decode(&mut self, tokens: &[u32]) -> Result<Tensor> {
         let n = tokens.len();
         if n < self.active() || n > self.rows() {
             return Err(crate::EngineError::Device(format!("decode step over {n} rows: {} are live of {}", self.active(), self.rows())));
         }
-        if self.offset >= self.capacity() {
-            // The frontier is at the end: move the live part left, to the smallest padding.
-            let low = self.pads.iter().zip(&self.live).filter(|(_, &l)| l).map(|(&p, _)| p).min().unwrap_or(self.offset);
-            self.move_frontier(self.offset - low)?;
-            if self.offset >= self.capacity() {
-                return Err(crate::EngineError::Device(format!("KV cache full: a live sequence spans all {} slots", self.capacity())));
-            }
+        if self.offset >= self.own.capacity() {
+            self.move_left()?;
         }
         let device = self.model.device().clone();
         let offset = self.offset;
-        let pads = &self.pads[..n];
-        let positions: Vec<u32> = pads.iter().map(|&p| (offset - p) as u32).collect();
-        let tokens: Vec<u32> = tokens.iter().zip(&self.live).map(|(&t, &l)| if l { t } else { self.pad_id }).collect();
-        if self.pads_dev.as_ref().is_none_or(|p| p.dims1().ok() != Some(n)) {
-            self.pads_dev = Some(Tensor::from_vec(pads.iter().map(|&p| p as u32).collect::<Vec<_>>(), n, &device).step("decode input")?);
-        }
-        let host = self.host_masks;
+        let positions: Vec<usize> = (0..n).map(|r| self.prompts[r].map_or(0, |(_, len)| len + offset - self.starts[r])).collect();
+        let tokens: Vec<u32> = (0..n).map(|r| if self.prompts[r].is_some() { tokens[r] } else { self.pad_id }).collect();
+        let plan = profile::time("decode", "plan", &device, || self.plan(n, &positions).upload(&device)).step("attention plan")?;
         let step = Step {
             tokens: Tensor::from_vec(tokens, (n, 1), &device).step("decode input")?,
-            positions: Tensor::from_vec(positions, (n, 1), &device).step("decode input")?,
-            mask: if host { causal_mask(pads, offset, 1, None, &device).step("decode mask")? } else { self.dummy_mask.clone() },
-            sliding_mask: self.window.filter(|_| host).map(|w| causal_mask(pads, offset, 1, Some(w), &device)).transpose().step("decode mask")?,
+            positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<_>>(), (n, 1), &device).step("decode input")?,
+            mask: self.dummy_mask.clone(),
+            sliding_mask: None,
             offset,
-            pads: self.pads_dev.clone(),
+            pads: None,
         };
-        let hidden = profile::time("decode", "forward", &device, || self.model.forward(&step, &mut self.cache)).step("decode step")?;
+        let segments = Segments { pool: &self.pool, plan: &plan };
+        let hidden = profile::time("decode", "forward", &device, || self.model.forward_segmented(&step, &mut self.own, segments)).step("decode step")?;
         let logits = self.model.head(&Decoder::last(&hidden).step("decode step")?).step("decode head")?;
         self.offset += 1;
         Ok(logits)

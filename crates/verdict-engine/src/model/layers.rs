@@ -158,13 +158,6 @@ impl Attention {
             let out = crate::segmented::attend(&q, seg.pool.layer(layer), (&own_k, &own_v), seg.plan, scoring)?;
             return self.o.forward(&out.reshape((b, 1, self.heads * hd))?);
         }
-        if let (1, Some(pads)) = (t, pads) {
-            if kernels::decode_attention_fits(&q, g, hd) {
-                let q = q.reshape((b, self.kv_heads, g, hd))?;
-                let out = kernels::decode_attention(&q, &k_all, &v_all, pads, self.scale, self.softcap, self.window)?;
-                return self.o.forward(&out.reshape((b, 1, self.heads * hd))?);
-            }
-        }
 
         // Grouped-query attention without copying K/V per query head: fold each KV head's
         // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L]. Scores are
