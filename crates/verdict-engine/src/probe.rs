@@ -1,12 +1,14 @@
 //! Reference probes for parity with transformers: the logits of fixed token sequences and
-//! greedy continuations through the cached decode path. `bench/parity/` compares these with
+//! greedy continuations through the engine's decode path (a prompt pool and segmented
+//! attention). `bench/parity/` compares these with
 //! PyTorch on the same folder; the engine's tests compare them with stored PyTorch outputs.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ComputeContext, Result};
-use crate::model::{causal_mask, Decoder, KvCache, Step};
+use crate::model::{Decoder, KvCache, PromptPool, Segments, Step};
+use crate::segmented::{self, Plan, Segment};
 
 /// Fixed probe inputs: deterministic token ids below `vocab`.
 pub fn probe_inputs(vocab: usize) -> Vec<Vec<u32>> {
@@ -40,29 +42,24 @@ pub fn probe(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Resu
     Ok(ProbeRecord { input: input.to_vec(), positions, logits, greedy: greedy(model, input, steps, vocab)? })
 }
 
-/// Greedy decoding through the KV cache, one token per step.
+/// Greedy decoding as the engine decodes: the input prefilled and held in a prompt pool,
+/// then one token per step through segmented attention over the pool and the row's own
+/// tokens (so the parity checks cover the engine's own decode path, kernels included).
 pub fn greedy(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Result<Vec<u32>> {
     let dev = model.device().clone();
-    let dtype = model.dtype();
-    let t = input.len();
-    let window = model.sliding_window();
-    let mut cache = KvCache::new(model.config(), 1, t + steps, dtype, &dev).step("probe cache")?;
+    let (cfg, dtype, t) = (model.config(), model.dtype(), input.len());
+    let (step, _) = Step::left_padded(&[input], t, 0, model.sliding_window(), &dev).step("probe input")?;
+    let mut prefill = KvCache::new(cfg, 1, t, dtype, &dev).step("probe cache")?;
+    let h = model.forward(&step, &mut prefill).step("probe prefill")?;
+    let mut logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;
+    let mut pool = PromptPool::new(cfg, t, dtype, &dev).step("probe pool")?;
+    pool.store(&prefill, 0, 0, t, 0).step("probe pool")?;
+    let own_slots = steps.max(1);
+    let mut own = KvCache::new(cfg, 1, own_slots, dtype, &dev).step("probe cache")?;
+    let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+    let max_queries = segmented::max_queries(d).unwrap_or(64);
     let mut out = Vec::with_capacity(steps);
-    let mut offset = 0;
-    let mut tokens = input.to_vec();
-    for _ in 0..steps {
-        let n = tokens.len();
-        let step = Step {
-            tokens: Tensor::new(tokens.as_slice(), &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
-            positions: Tensor::arange(offset as u32, (offset + n) as u32, &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
-            mask: causal_mask(&[0], offset, n, None, &dev).step("probe mask")?,
-            sliding_mask: window.map(|w| causal_mask(&[0], offset, n, Some(w), &dev)).transpose().step("probe mask")?,
-            offset,
-            // The CUDA attention kernels, as labeling uses them.
-            pads: Some(Tensor::zeros(1, candle_core::DType::U32, &dev).step("probe input")?),
-        };
-        let h = model.forward(&step, &mut cache).step("probe step")?;
-        let logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;
+    for s in 0..steps {
         let row: Vec<f32> = logits.squeeze(0).and_then(|r| r.to_vec1()).step("probe logits")?;
         let next = row[..vocab.min(row.len())]
             .iter()
@@ -70,8 +67,21 @@ pub fn greedy(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Res
             .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
             .0 as u32;
         out.push(next);
-        offset += n;
-        tokens = vec![next];
+        if s + 1 == steps {
+            break;
+        }
+        let groups = [(Segment::pool(0, t, 0, kv, d), vec![0]), (Segment::own(0, 0, s + 1, t, kv, own_slots, d), vec![0])];
+        let plan = Plan::new(&groups, &[t + s], kv, cfg.num_attention_heads / kv, max_queries, 256).upload(&dev).step("probe plan")?;
+        let step = Step {
+            tokens: Tensor::new(&[[next]], &dev).step("probe input")?,
+            positions: Tensor::new(&[[(t + s) as u32]], &dev).step("probe input")?,
+            mask: Tensor::zeros((1, 1, 1, 1), candle_core::DType::F32, &dev).step("probe input")?,
+            sliding_mask: None,
+            offset: s,
+            pads: None,
+        };
+        let h = model.forward_segmented(&step, &mut own, Segments { pool: &pool, plan: &plan }).step("probe step")?;
+        logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;
     }
     Ok(out)
 }
