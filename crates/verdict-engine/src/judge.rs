@@ -21,7 +21,7 @@ use crate::fingerprint::DigestCache;
 use crate::folder::ModelFolder;
 use crate::engine::runner::PREFILL_TOKENS;
 use crate::engine::sampling::SamplingStage;
-use crate::engine::{Engine, GenOutput, GenStats};
+use crate::engine::{Engine, GenOutput, GenStats, Sizes};
 use crate::sampler::SamplingParams;
 use crate::session::Session;
 use crate::meta_rm::MetaRm;
@@ -335,7 +335,9 @@ impl Judge {
             vocab: self.prompter.tok.vocab,
             score_ids: Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), device).map_err(|source| EngineError::Compute { step: "score vocabulary", source })?,
         };
-        let engine = Engine::new(&self.model, &self.prompter.tok, stage, rows, max_prompt, max_new, pool)?;
+        let header = self.template_header(spec)?;
+        let sizes = Sizes { rows, max_prompt, max_new, pool_slots: pool };
+        let engine = Engine::new(&self.model, &self.prompter.tok, stage, sizes, &header)?;
         Ok(Session::new(self, spec.clone(), engine, fixed_length))
     }
 

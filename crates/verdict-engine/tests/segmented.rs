@@ -195,6 +195,73 @@ fn decode_steps_over_pooled_prompts_equal_the_whole_sequence() {
     }
 }
 
+#[test]
+#[allow(clippy::needless_range_loop)] // the step index is also each row's own slot count
+fn a_header_held_once_then_each_prompts_rest_equals_the_whole_sequence() {
+    // Two prompts that start with the same 15-token header: the header is prefilled alone and
+    // held once, each prompt keeps only what follows it, and a row reads header, rest and
+    // its own tokens as three segments. The logits must be the model's on the whole
+    // sequence.
+    let dev = Device::Cpu;
+    for arch in common::ARCHS {
+        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
+        let cfg = folder.config().unwrap();
+        let model = folder.decoder(&cfg, DType::F32, &dev).unwrap();
+        let header: Vec<u32> = (0..15).map(|i| (i * 5 + 2) % 200 + 5).collect();
+        let rests: [Vec<u32>; 2] = [(0..8).map(|i| (i * 7 + 3) % 200 + 5).collect(), (0..3).map(|i| (i * 11 + 1) % 200 + 5).collect()];
+        let prompts: Vec<Vec<u32>> = rests.iter().map(|r| header.iter().chain(r).copied().collect()).collect();
+        let (kv, d, own_cap) = (cfg.num_key_value_heads, cfg.head_dim, 4);
+        let g = cfg.num_attention_heads / kv;
+        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &dev).unwrap();
+        let prefill = |seqs: &[&[u32]]| {
+            let width = seqs.iter().map(|s| s.len()).max().unwrap();
+            let (step, pads) = Step::left_padded(seqs, width, 0, model.sliding_window(), &dev).unwrap();
+            let mut cache = KvCache::new(&cfg, seqs.len(), width, DType::F32, &dev).unwrap();
+            model.forward(&step, &mut cache).unwrap();
+            (cache, pads)
+        };
+        let (hc, _) = prefill(&[&header]);
+        let h_start = pool.slots.alloc(header.len()).unwrap();
+        pool.store(&hc, 0, 0, header.len(), h_start).unwrap();
+        let (pc, pads) = prefill(&[&prompts[0], &prompts[1]]);
+        let mut rest_starts = Vec::new();
+        for (i, r) in rests.iter().enumerate() {
+            let at = pool.slots.alloc(r.len()).unwrap();
+            pool.store(&pc, i, pads[i] + header.len(), r.len(), at).unwrap();
+            rest_starts.push(at);
+        }
+        let own_tokens: [[u32; 3]; 2] = [[17, 40, 9], [61, 8, 33]];
+        let mut own = KvCache::new(&cfg, 2, own_cap, DType::F32, &dev).unwrap();
+        let mut logits = None;
+        for s in 0..3 {
+            let positions: Vec<usize> = (0..2).map(|r| prompts[r].len() + s).collect();
+            let mut groups = vec![(Segment::pool(h_start, header.len(), 0, kv, d), vec![0, 1])];
+            for r in 0..2 {
+                groups.push((Segment::pool(rest_starts[r], rests[r].len(), header.len(), kv, d), vec![r]));
+                groups.push((Segment::own(r, 0, s + 1, prompts[r].len(), kv, own_cap, d), vec![r]));
+            }
+            let plan = Plan::new(&groups, &positions, kv, g, 64, 16).upload(&dev).unwrap();
+            let step = Step {
+                tokens: Tensor::from_vec(vec![own_tokens[0][s], own_tokens[1][s]], (2, 1), &dev).unwrap(),
+                positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (2, 1), &dev).unwrap(),
+                mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
+                sliding_mask: None,
+                offset: s,
+                pads: None,
+            };
+            let h = model.forward_segmented(&step, &mut own, Segments { pool: &pool, plan: &plan }).unwrap();
+            logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
+        }
+        let logits = logits.unwrap();
+        for r in 0..2 {
+            let seq: Vec<u32> = prompts[r].iter().chain(&own_tokens[r]).copied().collect();
+            let want = model.full_logits(&seq).unwrap().get(seq.len() - 1).unwrap();
+            let diff = max_diff(&logits.get(r).unwrap(), &want);
+            assert!(diff < 1e-4, "{arch:?}, row {r}: logits off by {diff}");
+        }
+    }
+}
+
 /// The CUDA kernels against the CPU on the same (bf16-rounded) data, for each head size the
 /// kernels take: run on the GPU machine with the test binary built `--features cuda`.
 #[cfg(feature = "cuda")]

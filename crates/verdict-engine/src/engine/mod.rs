@@ -77,6 +77,19 @@ struct Prompt {
     spent: bool,
 }
 
+/// How big an engine is.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Samples decoded together.
+    pub rows: usize,
+    /// The longest prompt taken, in tokens.
+    pub max_prompt: usize,
+    /// The most tokens a sample generates.
+    pub max_new: usize,
+    /// Prompt-pool slots (at least `max_prompt`), besides the header's.
+    pub pool_slots: usize,
+}
+
 /// Own-cache slots per row for judgements of up to `max_new` tokens: slack beyond the
 /// longest, so the cache's live part moves left at most once per slack steps.
 pub fn own_slots(max_new: usize) -> usize {
@@ -101,13 +114,14 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// An engine of `rows` rows of up to `max_new` generated tokens each, for prompts of up to
-    /// `max_prompt` tokens, with a pool of `pool_slots` prompt tokens (at least `max_prompt`).
-    pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, rows: usize, max_prompt: usize, max_new: usize, pool_slots: usize) -> Result<Self> {
+    /// An engine as `sizes` says, holding the template `header` (the ids every prompt of the
+    /// spec starts with; empty: none) once for every row.
+    pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, sizes: Sizes, header: &[u32]) -> Result<Self> {
         let pad_id = tok.stop_ids.first().copied().unwrap_or(0);
+        let Sizes { rows, max_prompt, max_new, pool_slots } = sizes;
         let rows = rows.max(1);
         Ok(Self {
-            runner: Runner::new(model, rows, own_slots(max_new), pool_slots.max(max_prompt), pad_id)?,
+            runner: Runner::new(model, rows, own_slots(max_new), pool_slots.max(max_prompt), header, pad_id)?,
             scheduler: Scheduler::new(rows),
             stage,
             tok,

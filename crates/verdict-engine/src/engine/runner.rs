@@ -32,22 +32,41 @@ pub(crate) const PREFILL_TOKENS: usize = 16_384;
 /// so that a few long rows still spread over the GPU.
 const SPLIT_KEYS: usize = 256;
 
-/// A prompt held in the pool: its slots, and the logits its samples' first tokens are drawn
-/// from (row `row` of its prefill chunk's last-position logits).
+/// A prompt held in the pool: the slots of its own part (all of it, or what follows the
+/// shared template header), and the logits its samples' first tokens are drawn from (row
+/// `row` of its prefill chunk's last-position logits).
 #[derive(Clone)]
 pub struct PromptKv {
-    pub start: usize,
-    pub len: usize,
+    pub reads: Reads,
     pub logits: Rc<Tensor>,
     pub row: usize,
 }
 
-impl PromptKv {
+/// What a row reads from the pool: the template header (if its prompt starts with it) and
+/// the prompt's own part, `len` slots from `start`, at positions `header..header + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reads {
+    pub header: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Reads {
     /// The prompt's length in tokens.
     pub fn tokens(&self) -> usize {
-        self.len
+        self.header + self.len
     }
 }
+
+/// The judge template's header, held once in the pool for every row whose prompt starts
+/// with it (crate::judge::Prompter::template_header).
+struct Header {
+    ids: Vec<u32>,
+    start: usize,
+}
+
+/// A header shorter than this is not worth a segment of its own.
+const MIN_HEADER: usize = 16;
 
 pub struct Runner<'m> {
     model: &'m Decoder,
@@ -57,8 +76,9 @@ pub struct Runner<'m> {
     offset: usize,
     /// Each row's first own slot; a free row's is the frontier where it was freed.
     starts: Vec<usize>,
-    /// The prompt each live row continues (pool start, length).
-    prompts: Vec<Option<(usize, usize)>>,
+    /// What each live row reads from the pool.
+    prompts: Vec<Option<Reads>>,
+    header: Option<Header>,
     pad_id: u32,
     dummy_mask: Tensor,
     /// The most query vectors a unit of segmented attention takes (the CUDA kernel's bound).
@@ -70,18 +90,47 @@ pub struct Runner<'m> {
 }
 
 impl<'m> Runner<'m> {
-    /// `rows` rows of `own` own slots each, and a pool of `pool_slots` prompt tokens.
-    pub fn new(model: &'m Decoder, rows: usize, own: usize, pool_slots: usize, pad_id: u32) -> Result<Self> {
+    /// `rows` rows of `own` own slots each, and a pool of `pool_slots` prompt tokens besides
+    /// the template `header` (held once for every prompt that starts with it; empty: none).
+    pub fn new(model: &'m Decoder, rows: usize, own: usize, pool_slots: usize, header: &[u32], pad_id: u32) -> Result<Self> {
         let (cfg, dtype, device) = (model.config(), model.dtype(), model.device());
         let own_cache = KvCache::new(cfg, rows, own, dtype, device).step("allocating the KV cache")?;
-        let pool = PromptPool::new(cfg, pool_slots, dtype, device).step("allocating the prompt pool")?;
+        let header = if header.len() >= MIN_HEADER { header } else { &[] };
+        let pool = PromptPool::new(cfg, pool_slots + header.len(), dtype, device).step("allocating the prompt pool")?;
         let dummy_mask = Tensor::zeros((1, 1, 1, 1), DType::F32, device).step("allocating the KV cache")?;
         let max_queries = if device.is_cuda() {
             segmented::max_queries(cfg.head_dim).ok_or_else(|| crate::EngineError::Device(format!("no attention kernel for head_dim {}", cfg.head_dim)))?
         } else {
             64
         };
-        Ok(Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0 })
+        let mut runner = Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], header: None, pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0 };
+        if !header.is_empty() {
+            runner.hold_header(header)?;
+        }
+        Ok(runner)
+    }
+
+    /// Prefill the header alone (so its keys and values never depend on a prompt it came
+    /// with) and hold it in the pool for the runner's life.
+    fn hold_header(&mut self, ids: &[u32]) -> Result<()> {
+        let device = self.model.device().clone();
+        let start = self.pool.slots.alloc(ids.len()).ok_or_else(|| crate::EngineError::Device("the prompt pool has no room for the template header".into()))?;
+        let (step, _) = Step::left_padded(&[ids], ids.len(), self.pad_id, self.model.sliding_window(), &device).step("header prefill")?;
+        let mut cache = KvCache::new(self.model.config(), 1, ids.len(), self.model.dtype(), &device).step("header prefill")?;
+        self.model.forward(&step, &mut cache).step("header prefill")?;
+        self.pool.store(&cache, 0, 0, ids.len(), start).step("header prefill")?;
+        self.prefill_tokens += ids.len();
+        self.header = Some(Header { ids: ids.to_vec(), start });
+        Ok(())
+    }
+
+    /// How much of `prompt` the header covers: all of the header if the prompt starts with it
+    /// and goes on past it, else nothing.
+    fn shared_header(&self, prompt: &[u32]) -> usize {
+        match &self.header {
+            Some(h) if prompt.len() > h.ids.len() && prompt.starts_with(&h.ids) => h.ids.len(),
+            _ => 0,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -119,10 +168,11 @@ impl<'m> Runner<'m> {
                 width = w;
                 end += 1;
             }
-            // Room in the pool first: a prompt without it is not computed now.
+            // Room in the pool first (for what follows the header): a prompt without it is not
+            // computed now.
             let mut placed: Vec<(usize, usize)> = Vec::new();
             for &i in &order[start..end] {
-                if let Some(at) = self.pool.slots.alloc(prompts[i].len()) {
+                if let Some(at) = self.pool.slots.alloc(prompts[i].len() - self.shared_header(prompts[i])) {
                     placed.push((i, at));
                 }
             }
@@ -138,9 +188,10 @@ impl<'m> Runner<'m> {
             let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut cache)).step("prefill")?;
             let logits = Rc::new(self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?);
             for (row, &(i, at)) in placed.iter().enumerate() {
-                let len = prompts[i].len();
-                profile::time("prefill", "to the pool", &device, || self.pool.store(&cache, row, pads[row], len, at)).step("storing a prompt")?;
-                out[i] = Some(PromptKv { start: at, len, logits: logits.clone(), row });
+                let header = self.shared_header(prompts[i]);
+                let len = prompts[i].len() - header;
+                profile::time("prefill", "to the pool", &device, || self.pool.store(&cache, row, pads[row] + header, len, at)).step("storing a prompt")?;
+                out[i] = Some(PromptKv { reads: Reads { header, start: at, len }, logits: logits.clone(), row });
             }
         }
         Ok(out)
@@ -148,14 +199,14 @@ impl<'m> Runner<'m> {
 
     /// A prompt no sample will read again: its pool slots are free.
     pub fn free_prompt(&mut self, kv: &PromptKv) {
-        self.pool.slots.release(kv.start, kv.len);
+        self.pool.slots.release(kv.reads.start, kv.reads.len);
     }
 
     /// Start sample rows: `rows[i]` continues prompt `kv[i]`, its own tokens from the
     /// frontier on. Nothing is copied: the row reads the prompt where the pool holds it.
     pub fn admit(&mut self, admissions: &[(usize, &PromptKv)]) {
         for (row, kv) in admissions {
-            self.prompts[*row] = Some((kv.start, kv.len));
+            self.prompts[*row] = Some(kv.reads);
             self.starts[*row] = self.offset;
         }
     }
@@ -177,7 +228,7 @@ impl<'m> Runner<'m> {
     pub fn pack(&mut self, keep: &[usize]) -> Result<()> {
         let idx = Tensor::from_vec(keep.iter().map(|&r| r as u32).collect::<Vec<_>>(), keep.len(), self.model.device()).step("packing rows")?;
         profile::time("decode", "pack", self.model.device(), || self.own.pack_rows(&idx)).step("packing rows")?;
-        let (starts, prompts): (Vec<usize>, Vec<Option<(usize, usize)>>) = keep.iter().map(|&r| (self.starts[r], self.prompts[r])).unzip();
+        let (starts, prompts): (Vec<usize>, Vec<Option<Reads>>) = keep.iter().map(|&r| (self.starts[r], self.prompts[r])).unzip();
         for r in 0..self.rows() {
             (self.starts[r], self.prompts[r]) = if r < keep.len() { (starts[r], prompts[r]) } else { (self.offset, None) };
         }
@@ -203,23 +254,32 @@ impl<'m> Runner<'m> {
         Ok(())
     }
 
-    /// The step's attention plan: each prompt with the live rows that continue it, and each
-    /// live row's own tokens (the step's included).
+    /// The step's attention plan: the header with every live row that shares it, each
+    /// prompt's own part with the live rows that continue it, and each live row's own
+    /// tokens (the step's included).
     fn plan(&self, n: usize, positions: &[usize]) -> Plan {
         let cfg = self.model.config();
         let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
         let g = cfg.num_attention_heads / kv;
-        let mut readers: std::collections::BTreeMap<(usize, usize), Vec<usize>> = std::collections::BTreeMap::new();
+        let mut header_rows = Vec::new();
+        let mut readers: std::collections::BTreeMap<Reads, Vec<usize>> = std::collections::BTreeMap::new();
         for r in 0..n {
             if let Some(p) = self.prompts[r] {
+                if p.header > 0 {
+                    header_rows.push(r);
+                }
                 readers.entry(p).or_default().push(r);
             }
         }
+        let mut groups: Vec<(Segment, Vec<usize>)> = Vec::new();
+        if let (Some(h), false) = (&self.header, header_rows.is_empty()) {
+            groups.push((Segment::pool(h.start, h.ids.len(), 0, kv, d), header_rows));
+        }
+        groups.extend(readers.into_iter().map(|(p, rows)| (Segment::pool(p.start, p.len, p.header, kv, d), rows)));
         let own_cap = self.own.capacity();
-        let mut groups: Vec<(Segment, Vec<usize>)> = readers.into_iter().map(|((start, len), rows)| (Segment::pool(start, len, 0, kv, d), rows)).collect();
         for r in 0..n {
-            if let Some((_, len)) = self.prompts[r] {
-                groups.push((Segment::own(r, self.starts[r], self.offset + 1 - self.starts[r], len, kv, own_cap, d), vec![r]));
+            if let Some(p) = self.prompts[r] {
+                groups.push((Segment::own(r, self.starts[r], self.offset + 1 - self.starts[r], p.tokens(), kv, own_cap, d), vec![r]));
             }
         }
         Plan::new(&groups, positions, kv, g, self.max_queries, SPLIT_KEYS)
@@ -238,7 +298,7 @@ impl<'m> Runner<'m> {
         }
         let device = self.model.device().clone();
         let offset = self.offset;
-        let positions: Vec<usize> = (0..n).map(|r| self.prompts[r].map_or(0, |(_, len)| len + offset - self.starts[r])).collect();
+        let positions: Vec<usize> = (0..n).map(|r| self.prompts[r].map_or(0, |p| p.tokens() + offset - self.starts[r])).collect();
         let tokens: Vec<u32> = (0..n).map(|r| if self.prompts[r].is_some() { tokens[r] } else { self.pad_id }).collect();
         let plan = profile::time("decode", "plan", &device, || self.plan(n, &positions).upload(&device)).step("attention plan")?;
         let step = Step {
