@@ -46,6 +46,10 @@ pub struct GenStats {
     pub live_rows: usize,
     /// Times the live part of the KV cache was moved to make room.
     pub cache_moves: usize,
+    /// KV slots allocated (prompt pool and own caches), and the most in use at once: how
+    /// much of the memory given to keys and values held something.
+    pub kv_slots: usize,
+    pub kv_slots_peak: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
 }
@@ -61,6 +65,8 @@ impl GenStats {
         self.decode_rows += o.decode_rows;
         self.live_rows += o.live_rows;
         self.cache_moves += o.cache_moves;
+        self.kv_slots = self.kv_slots.max(o.kv_slots);
+        self.kv_slots_peak = self.kv_slots_peak.max(o.kv_slots_peak);
         self.prefill_seconds += o.prefill_seconds;
         self.decode_seconds += o.decode_seconds;
     }
@@ -150,7 +156,13 @@ impl<'a> Engine<'a> {
     }
 
     pub fn stats(&self) -> GenStats {
-        GenStats { cache_moves: self.runner.moves, prefill_tokens: self.runner.prefill_tokens, ..self.stats }
+        GenStats {
+            cache_moves: self.runner.moves,
+            prefill_tokens: self.runner.prefill_tokens,
+            kv_slots: self.runner.kv_allocated(),
+            kv_slots_peak: self.runner.kv_peak,
+            ..self.stats
+        }
     }
 
     /// A prompt its samples will continue; returns its id.

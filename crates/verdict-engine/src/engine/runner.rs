@@ -87,6 +87,8 @@ pub struct Runner<'m> {
     pub moves: usize,
     /// Prompt tokens computed in prefill, padding included.
     pub prefill_tokens: usize,
+    /// The most KV slots in use at once (pool slots held, plus the live rows' own tokens).
+    pub kv_peak: usize,
 }
 
 impl<'m> Runner<'m> {
@@ -103,7 +105,7 @@ impl<'m> Runner<'m> {
         } else {
             64
         };
-        let mut runner = Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], header: None, pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0 };
+        let mut runner = Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], header: None, pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0, kv_peak: 0 };
         if !header.is_empty() {
             runner.hold_header(header)?;
         }
@@ -144,6 +146,11 @@ impl<'m> Runner<'m> {
     /// Pool slots free for prompts.
     pub fn pool_free(&self) -> usize {
         self.pool.slots.free_slots()
+    }
+
+    /// KV slots allocated: the pool and every row's own cache.
+    pub fn kv_allocated(&self) -> usize {
+        self.pool.slots.capacity() + self.rows() * self.own.capacity()
     }
 
     /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`, and
@@ -298,6 +305,8 @@ impl<'m> Runner<'m> {
         }
         let device = self.model.device().clone();
         let offset = self.offset;
+        let own_used: usize = (0..n).filter(|&r| self.prompts[r].is_some()).map(|r| offset + 1 - self.starts[r]).sum();
+        self.kv_peak = self.kv_peak.max(self.pool.slots.capacity() - self.pool.slots.free_slots() + own_used);
         let positions: Vec<usize> = (0..n).map(|r| self.prompts[r].map_or(0, |p| p.tokens() + offset - self.starts[r])).collect();
         let tokens: Vec<u32> = (0..n).map(|r| if self.prompts[r].is_some() { tokens[r] } else { self.pad_id }).collect();
         let plan = profile::time("decode", "plan", &device, || self.plan(n, &positions).upload(&device)).step("attention plan")?;
