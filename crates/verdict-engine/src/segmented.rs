@@ -306,9 +306,20 @@ impl candle_core::CustomOp3 for Segmented<'_> {
     }
 
     fn cpu_fwd(&self, sq: &CpuStorage, lq: &Layout, sk: &CpuStorage, lk: &Layout, sv: &CpuStorage, lv: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (own_k, own_v) = (self.own_k.flatten_all()?.to_vec1::<f32>()?, self.own_v.flatten_all()?.to_vec1::<f32>()?);
+        // The own caches are read in place (a copy per layer and step would cost more than
+        // the attention).
+        let (ok_s, ok_l) = self.own_k.storage_and_layout();
+        let (ov_s, ov_l) = self.own_v.storage_and_layout();
+        let (candle_core::Storage::Cpu(ok_c), candle_core::Storage::Cpu(ov_c)) = (&*ok_s, &*ov_s) else {
+            candle_core::bail!("segmented attention: the own caches must be on the CPU with the queries")
+        };
         let d = lq.shape().dims().last().copied().unwrap_or(0);
-        let src = Sources { pool_k: f32_data(sk, lk, "keys")?, pool_v: f32_data(sv, lv, "values")?, own_k: &own_k, own_v: &own_v };
+        let src = Sources {
+            pool_k: f32_data(sk, lk, "keys")?,
+            pool_v: f32_data(sv, lv, "values")?,
+            own_k: f32_data(ok_c, ok_l, "own keys")?,
+            own_v: f32_data(ov_c, ov_l, "own values")?,
+        };
         let out = attend_cpu(f32_data(sq, lq, "queries")?, &src, d, &self.plan.host, self.scoring);
         Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
