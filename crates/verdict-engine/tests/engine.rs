@@ -257,6 +257,8 @@ fn freed_rows_are_refilled_and_no_sample_depends_on_its_neighbours() {
             assert!(stats.decode_steps < stats.sequences * 40 / rows, "{arch:?}: rows were not refilled ({} steps)", stats.decode_steps);
             assert!(stats.live_rows * 10 >= stats.decode_rows * 8, "{arch:?}, {rows} rows: the batch ran {}/{} full", stats.live_rows, stats.decode_rows);
             assert!(stats.cache_moves > 0, "{arch:?}, {rows} rows: the own cache's frontier never moved");
+            assert_eq!(stats.prompt_slots_held, 0, "{arch:?}, {rows} rows: prompts left in the pool after the last sample");
+            assert!(stats.kv_slots_peak <= stats.kv_slots, "{arch:?}: more KV in use than allocated");
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct GenStats {
     /// much of the memory given to keys and values held something.
     pub kv_slots: usize,
     pub kv_slots_peak: usize,
+    /// Pool slots prompts hold now (the template header aside): none once all is done.
+    pub prompt_slots_held: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
 }
@@ -67,6 +69,7 @@ impl GenStats {
         self.cache_moves += o.cache_moves;
         self.kv_slots = self.kv_slots.max(o.kv_slots);
         self.kv_slots_peak = self.kv_slots_peak.max(o.kv_slots_peak);
+        self.prompt_slots_held += o.prompt_slots_held;
         self.prefill_seconds += o.prefill_seconds;
         self.decode_seconds += o.decode_seconds;
     }
@@ -161,6 +164,7 @@ impl<'a> Engine<'a> {
             prefill_tokens: self.runner.prefill_tokens,
             kv_slots: self.runner.kv_allocated(),
             kv_slots_peak: self.runner.kv_peak,
+            prompt_slots_held: self.runner.prompts_held(),
             ..self.stats
         }
     }
@@ -199,6 +203,15 @@ impl<'a> Engine<'a> {
             self.maybe_free(p);
         }
         self.stats.prefill_seconds += started.elapsed().as_secs_f64();
+        if self.scheduler.running() == 0 && self.scheduler.waiting() > 0 {
+            // Nothing runs and nothing could start: only a prompt pool that never frees could
+            // get here; say so rather than spin.
+            return Err(crate::EngineError::Device(format!(
+                "no sample can start: {} wait, and the prompt pool has {} free slots for their prompts",
+                self.scheduler.waiting(),
+                self.runner.pool_free()
+            )));
+        }
         if self.scheduler.running() > 0 {
             let started = std::time::Instant::now();
             self.decode(&mut finished)?;

@@ -148,6 +148,12 @@ impl<'m> Runner<'m> {
         self.pool.slots.free_slots()
     }
 
+    /// Pool slots held by prompts (the template header aside).
+    pub fn prompts_held(&self) -> usize {
+        let header = self.header.as_ref().map_or(0, |h| h.ids.len());
+        self.pool.slots.capacity() - self.pool.slots.free_slots() - header
+    }
+
     /// KV slots allocated: the pool and every row's own cache.
     pub fn kv_allocated(&self) -> usize {
         self.pool.slots.capacity() + self.rows() * self.own.capacity()
