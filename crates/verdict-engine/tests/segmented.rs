@@ -138,127 +138,124 @@ fn a_rows_output_does_not_depend_on_the_rows_sharing_its_units() {
     }
 }
 
+fn tiny_decoder(arch: verdict_engine::Arch) -> (verdict_engine::ModelConfig, Decoder) {
+    let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
+    let cfg = folder.config().unwrap();
+    let model = folder.decoder(&cfg, DType::F32, &Device::Cpu).unwrap();
+    (cfg, model)
+}
+
+/// Prefill `seqs` together (left-padded) and return the cache with each one's padding.
+fn prefill(model: &Decoder, cfg: &verdict_engine::ModelConfig, seqs: &[&[u32]]) -> (KvCache, Vec<usize>) {
+    let width = seqs.iter().map(|s| s.len()).max().unwrap();
+    let (step, pads) = Step::left_padded(seqs, width, 0, model.sliding_window(), &Device::Cpu).unwrap();
+    let mut cache = KvCache::new(cfg, seqs.len(), width, DType::F32, &Device::Cpu).unwrap();
+    model.forward(&step, &mut cache).unwrap();
+    (cache, pads)
+}
+
+/// Feed `own_tokens[r]` to row r one step at a time through the pool and the own cache
+/// (`segments(s)`: the step's groups, the own segments holding s + 1 tokens), and check each
+/// row's last logits against the model's on `prompts[r]` + its own tokens.
+fn check_pooled_decode(
+    arch: verdict_engine::Arch,
+    (cfg, model): (&verdict_engine::ModelConfig, &Decoder),
+    pool: &PromptPool,
+    prompts: &[Vec<u32>],
+    own_tokens: &[Vec<u32>],
+    segments: impl Fn(usize) -> Vec<(Segment, Vec<usize>)>,
+) {
+    let dev = Device::Cpu;
+    let rows = prompts.len();
+    let steps = own_tokens[0].len();
+    let (kv, g) = (cfg.num_key_value_heads, cfg.num_attention_heads / cfg.num_key_value_heads);
+    let mut own = KvCache::new(cfg, rows, steps, DType::F32, &dev).unwrap();
+    let mut logits = None;
+    for s in 0..steps {
+        let positions: Vec<usize> = prompts.iter().map(|p| p.len() + s).collect();
+        let plan = Plan::new(&segments(s), &positions, kv, g, 64, 16).upload(&dev).unwrap();
+        let step = Step {
+            tokens: Tensor::from_vec(own_tokens.iter().map(|t| t[s]).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
+            positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
+            mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
+            sliding_mask: None,
+            offset: s,
+            pads: None,
+        };
+        let h = model.forward_segmented(&step, &mut own, Segments { pool, plan: &plan }).unwrap();
+        logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
+    }
+    let logits = logits.unwrap();
+    for r in 0..rows {
+        let seq: Vec<u32> = prompts[r].iter().chain(&own_tokens[r]).copied().collect();
+        let want = model.full_logits(&seq).unwrap().get(seq.len() - 1).unwrap();
+        let diff = max_diff(&logits.get(r).unwrap(), &want);
+        assert!(diff < 1e-4, "{arch:?}, row {r}: logits off by {diff}");
+    }
+}
+
 #[test]
-#[allow(clippy::needless_range_loop)] // the step index is also each row's own slot count
 fn decode_steps_over_pooled_prompts_equal_the_whole_sequence() {
     // Three rows, two of them continuing one prompt held once in the pool, step through six
     // own tokens with segmented attention; each row's last logits must be the model's own on
     // the whole sequence, for the four architectures (Gemma 2's soft cap and sliding
     // window, Qwen3's q/k norms, Llama's rope).
-    let dev = Device::Cpu;
     for arch in common::ARCHS {
-        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
-        let cfg = folder.config().unwrap();
-        let model = folder.decoder(&cfg, DType::F32, &dev).unwrap();
-        let prompts: [Vec<u32>; 2] = [(0..23).map(|i| (i * 7 + 3) % 200 + 5).collect(), (0..9).map(|i| (i * 11 + 1) % 200 + 5).collect()];
-        let reads = [0usize, 0, 1];
-        let own_tokens: Vec<Vec<u32>> = (0..3).map(|r| (0..6).map(|i| ((r * 31 + i * 13) % 200 + 5) as u32).collect()).collect();
+        let (cfg, model) = tiny_decoder(arch);
+        let distinct: [Vec<u32>; 2] = [(0..23).map(|i| (i * 7 + 3) % 200 + 5).collect(), (0..9).map(|i| (i * 11 + 1) % 200 + 5).collect()];
         // Both prompts prefilled together (left-padded), then held once in the pool.
-        let width = prompts[0].len();
-        let (step, pads) = Step::left_padded(&[&prompts[0], &prompts[1]], width, 0, model.sliding_window(), &dev).unwrap();
-        let mut chunk = KvCache::new(&cfg, 2, width, DType::F32, &dev).unwrap();
-        model.forward(&step, &mut chunk).unwrap();
-        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &dev).unwrap();
+        let (chunk, pads) = prefill(&model, &cfg, &[&distinct[0], &distinct[1]]);
+        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &Device::Cpu).unwrap();
         let mut starts = Vec::new();
-        for (i, p) in prompts.iter().enumerate() {
+        for (i, p) in distinct.iter().enumerate() {
             let start = pool.slots.alloc(p.len()).unwrap();
             pool.store(&chunk, i, pads[i], p.len(), start).unwrap();
             starts.push(start);
         }
-        let (kv, d, own_cap) = (cfg.num_key_value_heads, cfg.head_dim, 8);
-        let g = cfg.num_attention_heads / kv;
-        let mut own = KvCache::new(&cfg, 3, own_cap, DType::F32, &dev).unwrap();
-        let mut logits = None;
-        for s in 0..6 {
-            let positions: Vec<usize> = (0..3).map(|r| prompts[reads[r]].len() + s).collect();
-            let mut groups = vec![(Segment::pool(starts[0], prompts[0].len(), 0, kv, d), vec![0, 1]), (Segment::pool(starts[1], prompts[1].len(), 0, kv, d), vec![2])];
-            groups.extend((0..3).map(|r| (Segment::own(r, 0, s + 1, prompts[reads[r]].len(), kv, own_cap, d), vec![r])));
-            let plan = Plan::new(&groups, &positions, kv, g, 64, 16).upload(&dev).unwrap();
-            let step = Step {
-                tokens: Tensor::from_vec((0..3).map(|r| own_tokens[r][s]).collect::<Vec<u32>>(), (3, 1), &dev).unwrap(),
-                positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (3, 1), &dev).unwrap(),
-                mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
-                sliding_mask: None,
-                offset: s,
-                pads: None,
-            };
-            let h = model.forward_segmented(&step, &mut own, Segments { pool: &pool, plan: &plan }).unwrap();
-            logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
-        }
-        let logits = logits.unwrap();
-        for r in 0..3 {
-            let seq: Vec<u32> = prompts[reads[r]].iter().chain(&own_tokens[r]).copied().collect();
-            let want = model.full_logits(&seq).unwrap().get(seq.len() - 1).unwrap();
-            let diff = max_diff(&logits.get(r).unwrap(), &want);
-            assert!(diff < 1e-4, "{arch:?}, row {r}: logits off by {diff}");
-        }
+        let reads = [0usize, 0, 1];
+        let prompts: Vec<Vec<u32>> = reads.iter().map(|&p| distinct[p].clone()).collect();
+        let own_tokens: Vec<Vec<u32>> = (0..3).map(|r| (0..6).map(|i| ((r * 31 + i * 13) % 200 + 5) as u32).collect()).collect();
+        let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+        check_pooled_decode(arch, (&cfg, &model), &pool, &prompts, &own_tokens, |s| {
+            let mut groups = vec![(Segment::pool(starts[0], distinct[0].len(), 0, kv, d), vec![0, 1]), (Segment::pool(starts[1], distinct[1].len(), 0, kv, d), vec![2])];
+            groups.extend((0..3).map(|r| (Segment::own(r, 0, s + 1, prompts[r].len(), kv, 6, d), vec![r])));
+            groups
+        });
     }
 }
 
 #[test]
-#[allow(clippy::needless_range_loop)] // the step index is also each row's own slot count
 fn a_header_held_once_then_each_prompts_rest_equals_the_whole_sequence() {
     // Two prompts that start with the same 15-token header: the header is prefilled alone and
     // held once, each prompt keeps only what follows it, and a row reads header, rest and
     // its own tokens as three segments. The logits must be the model's on the whole
     // sequence.
-    let dev = Device::Cpu;
     for arch in common::ARCHS {
-        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
-        let cfg = folder.config().unwrap();
-        let model = folder.decoder(&cfg, DType::F32, &dev).unwrap();
+        let (cfg, model) = tiny_decoder(arch);
         let header: Vec<u32> = (0..15).map(|i| (i * 5 + 2) % 200 + 5).collect();
         let rests: [Vec<u32>; 2] = [(0..8).map(|i| (i * 7 + 3) % 200 + 5).collect(), (0..3).map(|i| (i * 11 + 1) % 200 + 5).collect()];
         let prompts: Vec<Vec<u32>> = rests.iter().map(|r| header.iter().chain(r).copied().collect()).collect();
-        let (kv, d, own_cap) = (cfg.num_key_value_heads, cfg.head_dim, 4);
-        let g = cfg.num_attention_heads / kv;
-        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &dev).unwrap();
-        let prefill = |seqs: &[&[u32]]| {
-            let width = seqs.iter().map(|s| s.len()).max().unwrap();
-            let (step, pads) = Step::left_padded(seqs, width, 0, model.sliding_window(), &dev).unwrap();
-            let mut cache = KvCache::new(&cfg, seqs.len(), width, DType::F32, &dev).unwrap();
-            model.forward(&step, &mut cache).unwrap();
-            (cache, pads)
-        };
-        let (hc, _) = prefill(&[&header]);
+        let mut pool = PromptPool::new(&cfg, 64, DType::F32, &Device::Cpu).unwrap();
+        let (hc, _) = prefill(&model, &cfg, &[&header]);
         let h_start = pool.slots.alloc(header.len()).unwrap();
         pool.store(&hc, 0, 0, header.len(), h_start).unwrap();
-        let (pc, pads) = prefill(&[&prompts[0], &prompts[1]]);
+        let (pc, pads) = prefill(&model, &cfg, &[&prompts[0], &prompts[1]]);
         let mut rest_starts = Vec::new();
         for (i, r) in rests.iter().enumerate() {
             let at = pool.slots.alloc(r.len()).unwrap();
             pool.store(&pc, i, pads[i] + header.len(), r.len(), at).unwrap();
             rest_starts.push(at);
         }
-        let own_tokens: [[u32; 3]; 2] = [[17, 40, 9], [61, 8, 33]];
-        let mut own = KvCache::new(&cfg, 2, own_cap, DType::F32, &dev).unwrap();
-        let mut logits = None;
-        for s in 0..3 {
-            let positions: Vec<usize> = (0..2).map(|r| prompts[r].len() + s).collect();
+        let own_tokens = vec![vec![17, 40, 9], vec![61, 8, 33]];
+        let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+        check_pooled_decode(arch, (&cfg, &model), &pool, &prompts, &own_tokens, |s| {
             let mut groups = vec![(Segment::pool(h_start, header.len(), 0, kv, d), vec![0, 1])];
             for r in 0..2 {
                 groups.push((Segment::pool(rest_starts[r], rests[r].len(), header.len(), kv, d), vec![r]));
-                groups.push((Segment::own(r, 0, s + 1, prompts[r].len(), kv, own_cap, d), vec![r]));
+                groups.push((Segment::own(r, 0, s + 1, prompts[r].len(), kv, 3, d), vec![r]));
             }
-            let plan = Plan::new(&groups, &positions, kv, g, 64, 16).upload(&dev).unwrap();
-            let step = Step {
-                tokens: Tensor::from_vec(vec![own_tokens[0][s], own_tokens[1][s]], (2, 1), &dev).unwrap(),
-                positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (2, 1), &dev).unwrap(),
-                mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
-                sliding_mask: None,
-                offset: s,
-                pads: None,
-            };
-            let h = model.forward_segmented(&step, &mut own, Segments { pool: &pool, plan: &plan }).unwrap();
-            logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
-        }
-        let logits = logits.unwrap();
-        for r in 0..2 {
-            let seq: Vec<u32> = prompts[r].iter().chain(&own_tokens[r]).copied().collect();
-            let want = model.full_logits(&seq).unwrap().get(seq.len() - 1).unwrap();
-            let diff = max_diff(&logits.get(r).unwrap(), &want);
-            assert!(diff < 1e-4, "{arch:?}, row {r}: logits off by {diff}");
-        }
+            groups
+        });
     }
 }
 
