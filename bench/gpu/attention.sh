@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Segmented decode attention on the H200: the CUDA kernels against the CPU on the same data
-# (the engine's `segmented` test binary, built with `scripts/build-cuda.sh --tests` and
-# carried gzipped as .carry/segmented-test.gz), then one decode step's attention at labeling
+# (the engine's `segmented` test binary: `scripts/build-cuda.sh --tests`, then
+# `strip -o /tmp/s target/cuda/tests/segmented && gzip -9 -c /tmp/s > .carry/segmented-test.gz`), then one decode step's attention at labeling
 # shapes, today's segmented kernels against the per-row layout with cuBLAS products
 # (`verdict model bench-attention`, random data, no model).
 # Usage on the device: bash bench/gpu/attention.sh      (writes under $OUT)

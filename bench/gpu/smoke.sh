@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # First contact with the GPU, in one call on the H200 machine (no Rust there): the carried
-# CUDA binary (scripts/build-cuda.sh) runs, its bf16 logits are compared with transformers'
-# on the same GPU, `verdict label` runs on a Qwen2.5-0.5B-shaped random model, and a quick
+# CUDA binary (scripts/build-cuda.sh) runs, its bf16 logits and greedy tokens (decoded as the
+# engine decodes: prompt pool and segmented attention) are compared with transformers' on
+# the same GPU, `verdict label` runs on a Qwen2.5-0.5B-shaped random model, and a quick
 # `verdict model bench` sweep checks the engine's speed (bench/gpu/bench.sh is the full one).
 # Carry: .carry/verdict.gz (gzip -9 of target/cuda/verdict) and bench/parity/models
 # (bench/parity/prepare.sh).
