@@ -257,14 +257,13 @@ impl Judge {
     pub fn sizing(&self, prompt_tokens: usize, max_new: usize, k: usize) -> (usize, usize) {
         let cfg = self.config();
         let dtype = self.options.dtype;
-        let per_prompt_row = (k / 2).max(1);
         let Some(free) = self.free_bytes else {
             let rows = if self.options.max_batch == usize::MAX { CPU_BATCH } else { self.options.max_batch };
             return (rows, pool_slots(rows, prompt_tokens, k));
         };
         let own = crate::engine::own_slots(max_new);
         let per_row = KvCache::bytes_per_sequence(cfg, own, dtype)
-            + KvCache::bytes_per_sequence(cfg, prompt_tokens * 5 / 4 / per_prompt_row, dtype)
+            + KvCache::bytes_per_sequence(cfg, pool_slots(1, prompt_tokens, k) - prompt_tokens, dtype)
             + cfg.vocab_size * 12
             + (cfg.hidden_size * 8 + cfg.intermediate_size * 8);
         let chunk = (PREFILL_TOKENS / prompt_tokens.max(1)).max(1);

@@ -40,10 +40,7 @@ pub(crate) mod cuda {
     /// Run `f` on the u32 device view of `pads` (a per-row padding tensor held by an op).
     pub fn with_pads<R>(pads: &Tensor, f: impl FnOnce(&CudaView<'_, u32>) -> candle_core::Result<R>) -> candle_core::Result<R> {
         let (storage, layout) = pads.storage_and_layout();
-        let candle_core::Storage::Cuda(storage) = &*storage else {
-            candle_core::bail!("the padding tensor must be on the GPU");
-        };
-        f(&view::<u32>(storage, layout, "the padding tensor")?)
+        f(&held::<u32>(&storage, layout, "the padding tensor")?)
     }
 
     pub fn grid(blocks: usize, threads: u32) -> LaunchConfig {

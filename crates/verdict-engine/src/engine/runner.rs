@@ -115,15 +115,23 @@ impl<'m> Runner<'m> {
     /// Prefill the header alone (so its keys and values never depend on a prompt it came
     /// with) and hold it in the pool for the runner's life.
     fn hold_header(&mut self, ids: &[u32]) -> Result<()> {
-        let device = self.model.device().clone();
         let start = self.pool.slots.alloc(ids.len()).ok_or_else(|| crate::EngineError::Device("the prompt pool has no room for the template header".into()))?;
-        let (step, _) = Step::left_padded(&[ids], ids.len(), self.pad_id, self.model.sliding_window(), &device).step("header prefill")?;
-        let mut cache = KvCache::new(self.model.config(), 1, ids.len(), self.model.dtype(), &device).step("header prefill")?;
-        self.model.forward(&step, &mut cache).step("header prefill")?;
+        let (cache, _, _) = self.forward_chunk(&[ids])?;
         self.pool.store(&cache, 0, 0, ids.len(), start).step("header prefill")?;
-        self.prefill_tokens += ids.len();
         self.header = Some(Header { ids: ids.to_vec(), start });
         Ok(())
+    }
+
+    /// One prefill forward over `seqs`, left-padded to the longest: their keys and values,
+    /// each one's padding, and the hidden states.
+    fn forward_chunk(&mut self, seqs: &[&[u32]]) -> Result<(KvCache, Vec<usize>, Tensor)> {
+        let device = self.model.device().clone();
+        let width = seqs.iter().map(|p| p.len()).max().unwrap_or(0);
+        let (step, pads) = Step::left_padded(seqs, width, self.pad_id, self.model.sliding_window(), &device).step("prefill input")?;
+        let mut cache = KvCache::new(self.model.config(), seqs.len(), width, self.model.dtype(), &device).step("allocating the prefill cache")?;
+        self.prefill_tokens += width * seqs.len();
+        let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut cache)).step("prefill")?;
+        Ok((cache, pads, hidden))
     }
 
     /// How much of `prompt` the header covers: all of the header if the prompt starts with it
@@ -194,11 +202,7 @@ impl<'m> Runner<'m> {
                 continue;
             }
             let chunk: Vec<&[u32]> = placed.iter().map(|&(i, _)| prompts[i]).collect();
-            let width = chunk.iter().map(|p| p.len()).max().unwrap_or(0);
-            let (step, pads) = Step::left_padded(&chunk, width, self.pad_id, self.model.sliding_window(), &device).step("prefill input")?;
-            let mut cache = KvCache::new(self.model.config(), chunk.len(), width, self.model.dtype(), &device).step("allocating the prefill cache")?;
-            self.prefill_tokens += width * chunk.len();
-            let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut cache)).step("prefill")?;
+            let (cache, pads, hidden) = self.forward_chunk(&chunk)?;
             let logits = Rc::new(self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?);
             for (row, &(i, at)) in placed.iter().enumerate() {
                 let header = self.shared_header(prompts[i]);
