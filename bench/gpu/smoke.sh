@@ -4,8 +4,8 @@
 # engine decodes: prompt pool and segmented attention) are compared with transformers' on
 # the same GPU, `verdict label` runs on a Qwen2.5-0.5B-shaped random model, and a quick
 # `verdict model bench` sweep checks the engine's speed (bench/gpu/bench.sh is the full one).
-# Carry: .carry/verdict.gz (gzip -9 of target/cuda/verdict) and bench/parity/models
-# (bench/parity/prepare.sh).
+# Carry: .carry/verdict.gz (gzip -9 of target/cuda/verdict); bench/parity/models
+# (bench/parity/prepare.sh) may travel too, else the tiny models are made there.
 # Usage on the device: bash bench/gpu/smoke.sh   (writes logs under $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +16,8 @@ ldd "$BIN" | grep -E "not found|cublas|cudart|libcuda" | sed 's/^/ldd: /'
 
 echo "== bf16 parity on the GPU (tiny models)"
 for arch in qwen2 qwen3 llama gemma2; do
+  # The tiny models are made here when bench/parity/prepare.sh's did not travel.
+  [ -f "bench/parity/models/$arch/config.json" ] || "$BIN" model init --arch "$arch" --size tiny --out "bench/parity/models/$arch" 2>/dev/null
   "$BIN" model probe "bench/parity/models/$arch" --device cuda --steps 32 --out "bench/parity/models/$arch.probe.json" || echo "probe $arch failed"
 done
 python3 bench/parity/parity.py bench/parity/models "$OUT/parity-gpu" --device cuda --dtype bfloat16 2>&1 | grep -v "Loading weights" | tee "$OUT/parity-gpu-bf16.txt"

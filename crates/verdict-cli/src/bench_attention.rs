@@ -35,7 +35,8 @@ pub struct BenchAttentionArgs {
     /// Rows that continue each prompt (k = 8 over two response orders: 4).
     #[arg(long, default_value_t = 4)]
     share: usize,
-    /// Keys per unit of segmented attention (splits long prompts over the GPU).
+    /// Fewest keys per unit of segmented attention (splits long prompts over the GPU; units
+    /// are longer where the rows alone fill it, as in the engine).
     #[arg(long, default_value_t = 256)]
     split: usize,
     /// Timed repetitions per measurement.
@@ -96,7 +97,8 @@ pub fn run(args: &BenchAttentionArgs) -> anyhow::Result<()> {
         groups.extend((0..rows).map(|r| (Segment::own(r, 0, own, p, kv, own, d), vec![r])));
         let positions = vec![l - 1; rows];
         let plan_start = Instant::now();
-        let plan = Plan::new(&groups, &positions, kv, g, max_q, args.split);
+        let split = Plan::split_for(&groups, kv, g, max_q, args.split, 1_024);
+        let plan = Plan::new(&groups, &positions, kv, g, max_q, split);
         let dplan = plan.upload(&device)?;
         let plan_ms = plan_start.elapsed().as_secs_f64() * 1e3;
         let (seg_ms, seg_out) = timed(&device, args.iters, || segmented::attend(&q, (&pool.0, &pool.1), (&own_kv.0, &own_kv.1), &dplan, scoring))?;
@@ -105,7 +107,7 @@ pub fn run(args: &BenchAttentionArgs) -> anyhow::Result<()> {
         let dense_bytes = kv_bytes(rows * l);
         let seg_bytes = kv_bytes(prompts * p + rows * own);
         crate::say::out(json!({
-            "rows": rows, "kv": kv, "g": g, "head_dim": d, "prompt": p, "own": own, "share": args.share, "split": args.split,
+            "rows": rows, "kv": kv, "g": g, "head_dim": d, "prompt": p, "own": own, "share": args.share, "split": split,
             "units": plan.units(), "plan_ms": plan_ms,
             "dense_ms": dense_ms, "segmented_ms": seg_ms, "speedup": dense_ms / seg_ms,
             "dense_gb_per_s": dense_bytes / dense_ms / 1e6, "segmented_gb_per_s": seg_bytes / seg_ms / 1e6,

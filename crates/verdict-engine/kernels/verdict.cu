@@ -1,10 +1,10 @@
 // Verdict's own CUDA kernels, compiled to PTX by build.rs when the `cuda` feature is on and
 // loaded through candle's custom-module cache (src/kernels.rs).
 //
-// Three jobs where candle's stock ops cost several launches or round differently from
+// Jobs where candle's stock ops cost several launches or round differently from
 // transformers: sampling a token per row on the device (so the logits never leave the GPU),
-// RMSNorm in one pass with transformers' rounding order, and the gated MLP activation
-// fused with its product.
+// RMSNorm in one pass with transformers' rounding order, the gated MLP activation fused with
+// its product, the prefill softmax with its mask, and decode attention over shared segments.
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -179,16 +179,6 @@ extern "C" __global__ void verdict_gated_act_bf16(const __nv_bfloat16* __restric
     }
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
 // A score as transformers' eager attention rounds it: the bf16 product, scaled in bf16,
 // then Gemma's soft cap in f32.
 __device__ __forceinline__ float round_score(float dot, float scale, float softcap) {
@@ -237,44 +227,77 @@ extern "C" __global__ void verdict_prefill_softmax_bf16(const __nv_bfloat16* __r
     }
 }
 
-// Segmented decode attention (the cascade idea): a row's keys and values are a chain of
-// segments (its prompt, held once in a pool however many samples continue it, and its own
-// generated tokens), and the rows that read one segment are read against it together, so
-// each key and value tile is loaded once per group of rows instead of once per row.
+// Segmented attention (the cascade idea): a row's keys and values are a chain of segments
+// (the template header and its prompt, held once in a pool however many samples continue
+// them, and its own tokens), and the rows that read one segment are read against it
+// together, so each key and value tile is loaded once per group of rows instead of once per
+// row. A "row" is one query position: a decode step's sample, or one token of a prefill.
 //
 // The host (segmented.rs) cuts the work into units: one segment's keys (at most a split's
 // worth: long segments are split over the key dimension, flash-decoding style, so a few
-// long rows still fill the GPU) against up to MAXQ queries (rows of the group x the g query
-// heads that share a KV head). One block per (unit, KV head) runs an online softmax over
-// 32-key tiles and writes an unnormalized partial (max, sum, weighted values) per query;
-// verdict_seg_merge combines each row's partials.
+// long rows still fill the GPU) against up to MMA_Q queries (rows of the group x the g
+// query heads that share a KV head). One block per (unit, KV head) runs an online softmax
+// over MMA_KT-key tiles and writes an unnormalized partial (max, sum, weighted values) per
+// query; verdict_seg_merge combines each row's partials. A query at position p sees the
+// keys at positions p - window < k <= p (causal; window 0: no lower bound).
 //   q            [R, kv, g, D] bf16
 //   pool_k/v     the prompt pool, own_k/v the rows' own tokens: a unit addresses its keys
 //                as base + i * token_stride + head * head_stride (elements) in one of them
 //   units        9 x i64 per unit: source (0 pool, 1 own), base, token_stride, head_stride,
 //                keys, position of the first key, first index in unit_rows, rows, first
 //                partial slot
-//   unit_rows    u32 row indexes; row_pos u32 [R] each row's query position (windows)
+//   unit_rows    u32 row indexes; row_pos u32 [R] each row's query position
 //   part_ml      [P, 2] f32 (max, sum), part_o [P, D] f32; slot = first + (j * kv + h) * g + gi
-#define SEG_THREADS 128
-#define SEG_KT 32
-template <int D, int MAXQ>
-__device__ void seg_attention(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ pool_k,
-                              const __nv_bfloat16* __restrict__ pool_v, const __nv_bfloat16* __restrict__ own_k,
-                              const __nv_bfloat16* __restrict__ own_v, const long long* __restrict__ units,
-                              const uint32_t* __restrict__ unit_rows, const uint32_t* __restrict__ row_pos,
-                              float* __restrict__ part_ml, float* __restrict__ part_o, int kv, int g, float scale,
-                              float softcap, int window) {
-    constexpr int DT = D < 128 ? D : 128;       // dims a thread row covers
-    constexpr int QSPLIT = SEG_THREADS / DT;    // query subsets over the threads (D = 64: 2)
-    constexpr int DPT = D / DT;                 // dims per thread (D = 256: 2)
-    constexpr int QPT = MAXQ / QSPLIT;          // queries per thread
-    constexpr int KS = D / 2 + 1;               // bf16 pairs per tile row in shared memory (odd: no bank conflicts)
-    __shared__ float qs[MAXQ * D];
-    __shared__ __nv_bfloat162 tile[SEG_KT * KS];
-    __shared__ float ps[MAXQ * SEG_KT];
-    __shared__ float ms[MAXQ], ls[MAXQ], als[MAXQ];
-    __shared__ int qpos[MAXQ];
+//
+// Both products (scores, and probabilities x values) run on tensor cores: mma.sync
+// m16n8k16, bf16 in, f32 accumulate, with fragments laid out as FlashAttention 2 lays them.
+// A block is four warps; each warp owns 16 of the unit's queries, holds their running max,
+// sum and output in registers, and reads the unit's key and value tiles from shared memory,
+// where each is loaded once for all of them.
+//
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"; gid = lane / 4,
+// tig = lane % 4): A (16 x 16, row-major) regs = {(gid, 2tig..), (gid + 8, 2tig..),
+// (gid, 2tig + 8..), (gid + 8, 2tig + 8..)}; B (16 x 8, column-major) regs = {(2tig.., gid),
+// (2tig + 8.., gid)}; C (16 x 8) = {(gid, 2tig), (gid, 2tig + 1), (gid + 8, 2tig),
+// (gid + 8, 2tig + 1)}. Two C tiles of scores side by side are exactly the A fragment of
+// those probabilities, so P never leaves registers.
+#define MMA_Q 64
+#define MMA_KT 32
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t pack_raw(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
+}
+
+__device__ __forceinline__ uint32_t ld32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// Dynamic shared memory: (MMA_Q + 2 * MMA_KT) rows of D + 8 bf16 (the 8 of padding put
+// consecutive rows four banks apart, so fragment loads never conflict).
+template <int D>
+__device__ void seg_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ pool_k,
+                        const __nv_bfloat16* __restrict__ pool_v, const __nv_bfloat16* __restrict__ own_k,
+                        const __nv_bfloat16* __restrict__ own_v, const long long* __restrict__ units,
+                        const uint32_t* __restrict__ unit_rows, const uint32_t* __restrict__ row_pos,
+                        float* __restrict__ part_ml, float* __restrict__ part_o, int kv, int g, float scale, float softcap,
+                        int window) {
+    constexpr int SD = D + 8;
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+    extern __shared__ __align__(16) unsigned char seg_smem[];
+    __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(seg_smem);
+    __nv_bfloat16* ks = qs + MMA_Q * SD;
+    __nv_bfloat16* vs = ks + MMA_KT * SD;
+    __shared__ int qpos[MMA_Q];
     const long long* u = units + (long long)blockIdx.x * 9;
     const int src = (int)u[0];
     const long long base = u[1], tstride = u[2], hstride = u[3];
@@ -284,116 +307,148 @@ __device__ void seg_attention(const __nv_bfloat16* __restrict__ q, const __nv_bf
     const __nv_bfloat16* K = (src ? own_k : pool_k) + base + h * hstride;
     const __nv_bfloat16* V = (src ? own_v : pool_v) + base + h * hstride;
     const int nq = nrows * g;
-    for (int i = threadIdx.x; i < nq * D; i += SEG_THREADS) {
-        int qi = i / D, d = i - qi * D;
-        int j = qi / g, gi = qi - j * g;
-        long long row = unit_rows[roff + j];
-        qs[i] = __bfloat162float(q[((row * kv + h) * g + gi) * D + d]);
-    }
-    for (int qi = threadIdx.x; qi < nq; qi += SEG_THREADS) {
-        ms[qi] = -INFINITY;
-        ls[qi] = 0.f;
-        qpos[qi] = (int)row_pos[unit_rows[roff + qi / g]];
-    }
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int d0 = threadIdx.x % DT, qg = threadIdx.x / DT;
-    float acc[QPT][DPT];
-#pragma unroll
-    for (int a = 0; a < QPT; a++)
-#pragma unroll
-        for (int e = 0; e < DPT; e++) acc[a][e] = 0.f;
-    const __nv_bfloat162 zero2 = __floats2bfloat162_rn(0.f, 0.f);
-    __syncthreads();
-    for (int c0 = 0; c0 < len; c0 += SEG_KT) {
-        const int n = min(SEG_KT, len - c0);
-        for (int i = threadIdx.x; i < SEG_KT * (D / 2); i += SEG_THREADS) {
-            int k = i / (D / 2), w = i - k * (D / 2);
-            tile[k * KS + w] = k < n ? reinterpret_cast<const __nv_bfloat162*>(K + (c0 + k) * tstride)[w] : zero2;
-        }
-        __syncthreads();
-        // Scores: a warp per query, a lane per key.
-        for (int qi = warp; qi < nq; qi += SEG_THREADS / 32) {
-            float s = 0.f;
-            if (lane < n) {
-                const float* qq = qs + qi * D;
-                const __nv_bfloat162* kr = tile + lane * KS;
-#pragma unroll 8
-                for (int w = 0; w < D / 2; w++) {
-                    float2 kf = __bfloat1622float2(kr[w]);
-                    s += qq[2 * w] * kf.x + qq[2 * w + 1] * kf.y;
-                }
-            }
-            bool valid = lane < n && (window <= 0 || pos0 + c0 + lane > qpos[qi] - window);
-            float sc = valid ? round_score(s, scale, softcap) : -INFINITY;
-            float mold = ms[qi];
-            float nm = fmaxf(mold, warp_max(sc));
-            float p = valid ? __expf(sc - nm) : 0.f;
-            float alpha = mold == -INFINITY ? 0.f : __expf(mold - nm);
-            float total = warp_sum(p);
-            ps[qi * SEG_KT + lane] = p;
-            __syncwarp();
-            if (lane == 0) {
-                ls[qi] = ls[qi] * alpha + total;
-                ms[qi] = nm;
-                als[qi] = alpha;
-            }
-        }
-        __syncthreads();
-        for (int i = threadIdx.x; i < SEG_KT * (D / 2); i += SEG_THREADS) {
-            int k = i / (D / 2), w = i - k * (D / 2);
-            tile[k * KS + w] = k < n ? reinterpret_cast<const __nv_bfloat162*>(V + (c0 + k) * tstride)[w] : zero2;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int a = 0; a < QPT; a++) {
-            int qi = qg + QSPLIT * a;
-            if (qi < nq) {
-                float al = als[qi];
-#pragma unroll
-                for (int e = 0; e < DPT; e++) acc[a][e] *= al;
-                for (int k = 0; k < n; k++) {
-                    float p = ps[qi * SEG_KT + k];
-#pragma unroll
-                    for (int e = 0; e < DPT; e++) {
-                        int d = d0 + e * DT;
-                        float2 vf = __bfloat1622float2(tile[k * KS + (d >> 1)]);
-                        acc[a][e] += p * ((d & 1) ? vf.y : vf.x);
-                    }
-                }
-            }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int a = 0; a < QPT; a++) {
-        int qi = qg + QSPLIT * a;
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int i = threadIdx.x; i < MMA_Q * CH; i += blockDim.x) {
+        int qi = i / CH, c = i - qi * CH;
+        uint4 v = zero4;
         if (qi < nq) {
             int j = qi / g, gi = qi - j * g;
-            long long slot = first + ((long long)j * kv + h) * g + gi;
+            long long row = unit_rows[roff + j];
+            v = reinterpret_cast<const uint4*>(q + ((row * kv + h) * g + gi) * D)[c];
+        }
+        *reinterpret_cast<uint4*>(qs + qi * SD + c * 8) = v;
+    }
+    for (int i = threadIdx.x; i < MMA_Q; i += blockDim.x) qpos[i] = i < nq ? (int)row_pos[unit_rows[roff + i / g]] : 0;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int r0 = warp * 16 + gid, r1 = r0 + 8;
+    const bool active = warp * 16 < nq;
+    float o[D / 8][4];
 #pragma unroll
-            for (int e = 0; e < DPT; e++) part_o[slot * D + d0 + e * DT] = acc[a][e];
+    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    for (int c0 = 0; c0 < len; c0 += MMA_KT) {
+        const int n = min(MMA_KT, len - c0);
+        __syncthreads();  // the last tile's readers are done (and, first time, qs is written)
+        for (int i = threadIdx.x; i < MMA_KT * CH; i += blockDim.x) {
+            int k = i / CH, c = i - k * CH;
+            uint4 kk4 = zero4, vv4 = zero4;
+            if (k < n) {
+                kk4 = reinterpret_cast<const uint4*>(K + (c0 + k) * tstride)[c];
+                vv4 = reinterpret_cast<const uint4*>(V + (c0 + k) * tstride)[c];
+            }
+            *reinterpret_cast<uint4*>(ks + k * SD + c * 8) = kk4;
+            *reinterpret_cast<uint4*>(vs + k * SD + c * 8) = vv4;
+        }
+        __syncthreads();
+        if (!active) continue;
+        float s[MMA_KT / 8][4];
+#pragma unroll
+        for (int j = 0; j < MMA_KT / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const __nv_bfloat16* qa = qs + kk * 16 + tig * 2;
+            uint32_t a0 = ld32(qa + r0 * SD), a1 = ld32(qa + r1 * SD), a2 = ld32(qa + r0 * SD + 8), a3 = ld32(qa + r1 * SD + 8);
+#pragma unroll
+            for (int j = 0; j < MMA_KT / 8; j++) {
+                const __nv_bfloat16* kb = ks + (j * 8 + gid) * SD + kk * 16 + tig * 2;
+                mma_bf16(s[j], a0, a1, a2, a3, ld32(kb), ld32(kb + 8));
+            }
+        }
+        const int p0 = qpos[r0], p1 = qpos[r1];
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < MMA_KT / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = j * 8 + tig * 2 + (e & 1);
+                int qp = e < 2 ? p0 : p1;
+                int kp = pos0 + c0 + key;
+                bool valid = key < n && kp <= qp && (window <= 0 || kp > qp - window);
+                float sc = valid ? round_score(s[j][e], scale, softcap) : -INFINITY;
+                s[j][e] = sc;
+                if (e < 2) mx0 = fmaxf(mx0, sc); else mx1 = fmaxf(mx1, sc);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        // A row with no visible key yet has nothing to rescale.
+        const float al0 = n0 == -INFINITY ? 1.f : __expf(m0 - n0), al1 = n1 == -INFINITY ? 1.f : __expf(m1 - n1);
+        m0 = n0;
+        m1 = n1;
+        float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < MMA_KT / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float mref = e < 2 ? n0 : n1;
+                float p = s[j][e] == -INFINITY ? 0.f : __expf(s[j][e] - mref);
+                s[j][e] = p;
+                if (e < 2) sum0 += p; else sum1 += p;
+            }
+        }
+        l0 = l0 * al0 + sum0;
+        l1 = l1 * al1 + sum1;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) {
+            o[j][0] *= al0;
+            o[j][1] *= al0;
+            o[j][2] *= al1;
+            o[j][3] *= al1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < MMA_KT / 16; kk++) {
+            uint32_t a0 = pack_bf16(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            uint32_t a2 = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), a3 = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            const __nv_bfloat16* vb = vs + (kk * 16 + tig * 2) * SD + gid;
+#pragma unroll
+            for (int j = 0; j < D / 8; j++) {
+                const __nv_bfloat16* v = vb + j * 8;
+                mma_bf16(o[j], a0, a1, a2, a3, pack_raw(v[0], v[SD]), pack_raw(v[8 * SD], v[9 * SD]));
+            }
         }
     }
-    for (int qi = threadIdx.x; qi < nq; qi += SEG_THREADS) {
+    if (!active) return;
+    // Each lane summed its own keys; a row's four lanes hold its whole sum together.
+    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int qi = half ? r1 : r0;
+        if (qi >= nq) continue;
         int j = qi / g, gi = qi - j * g;
         long long slot = first + ((long long)j * kv + h) * g + gi;
-        part_ml[slot * 2] = ms[qi];
-        part_ml[slot * 2 + 1] = ls[qi];
+#pragma unroll
+        for (int jd = 0; jd < D / 8; jd++) {
+            *reinterpret_cast<float2*>(part_o + slot * D + jd * 8 + tig * 2) = make_float2(o[jd][2 * half], o[jd][2 * half + 1]);
+        }
+        if (tig == 0) {
+            part_ml[slot * 2] = half ? m1 : m0;
+            part_ml[slot * 2 + 1] = half ? l1 : l0;
+        }
     }
 }
 
-#define SEG_ATTENTION(NAME, D, MAXQ)                                                                                  \
-    extern "C" __global__ void NAME(const __nv_bfloat16* q, const __nv_bfloat16* pool_k, const __nv_bfloat16* pool_v, \
-                                    const __nv_bfloat16* own_k, const __nv_bfloat16* own_v, const long long* units,   \
-                                    const uint32_t* unit_rows, const uint32_t* row_pos, float* part_ml,               \
-                                    float* part_o, int kv, int g, float scale, float softcap, int window) {           \
-        seg_attention<D, MAXQ>(q, pool_k, pool_v, own_k, own_v, units, unit_rows, row_pos, part_ml, part_o, kv, g,    \
-                               scale, softcap, window);                                                               \
+#define SEG_MMA(NAME, D)                                                                                              \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                                           \
+        const __nv_bfloat16* q, const __nv_bfloat16* pool_k, const __nv_bfloat16* pool_v, const __nv_bfloat16* own_k, \
+        const __nv_bfloat16* own_v, const long long* units, const uint32_t* unit_rows, const uint32_t* row_pos,         \
+        float* part_ml, float* part_o, int kv, int g, float scale, float softcap, int window) {                         \
+        seg_mma<D>(q, pool_k, pool_v, own_k, own_v, units, unit_rows, row_pos, part_ml, part_o, kv, g, scale, softcap, \
+                   window);                                                                                           \
     }
-// head_dim 64, 128, 256; at most 64, 32, 16 queries (rows x query heads per KV head) a unit.
-SEG_ATTENTION(verdict_seg_attention_d64, 64, 64)
-SEG_ATTENTION(verdict_seg_attention_d128, 128, 32)
-SEG_ATTENTION(verdict_seg_attention_d256, 256, 16)
+// Head sizes 16 and 32 are the tiny test models'; 64, 128 and 256 the real ones'.
+SEG_MMA(verdict_seg_mma_d16, 16)
+SEG_MMA(verdict_seg_mma_d32, 32)
+SEG_MMA(verdict_seg_mma_d64, 64)
+SEG_MMA(verdict_seg_mma_d128, 128)
+SEG_MMA(verdict_seg_mma_d256, 256)
 
 // Each row's partials into its attention output [R, kv, g, D] bf16: the softmax of all its
 // segments together. row_parts[row_parts_ptr[r] ..] are the row's first partial slots, one

@@ -42,22 +42,34 @@ pub fn probe(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Resu
     Ok(ProbeRecord { input: input.to_vec(), positions, logits, greedy: greedy(model, input, steps, vocab)? })
 }
 
-/// Greedy decoding as the engine decodes: the input prefilled and held in a prompt pool,
-/// then one token per step through segmented attention over the pool and the row's own
-/// tokens (so the parity checks cover the engine's own decode path, kernels included).
+/// Greedy decoding as the engine decodes: the input prefilled through segmented attention
+/// (one row per token, causal) and held in a prompt pool, then one token per step through
+/// segmented attention over the pool and the row's own tokens (so the parity checks cover
+/// the engine's own prefill and decode paths, kernels included).
 pub fn greedy(model: &Decoder, input: &[u32], steps: usize, vocab: usize) -> Result<Vec<u32>> {
     let dev = model.device().clone();
     let (cfg, dtype, t) = (model.config(), model.dtype(), input.len());
-    let (step, _) = Step::left_padded(&[input], t, 0, model.sliding_window(), &dev).step("probe input")?;
-    let mut prefill = KvCache::new(cfg, 1, t, dtype, &dev).step("probe cache")?;
-    let h = model.forward(&step, &mut prefill).step("probe prefill")?;
-    let mut logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;
+    let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+    let max_queries = segmented::max_queries(d).unwrap_or(64);
     let mut pool = PromptPool::new(cfg, t, dtype, &dev).step("probe pool")?;
+    let mut prefill = KvCache::new(cfg, 1, t, dtype, &dev).step("probe cache")?;
+    let rows: Vec<usize> = (0..t).collect();
+    let plan = Plan::new(&[(Segment::own(0, 0, t, 0, kv, t, d), rows.clone())], &rows, kv, cfg.num_attention_heads / kv, max_queries, 256)
+        .upload(&dev)
+        .step("probe plan")?;
+    let step = Step {
+        tokens: Tensor::new(input, &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
+        positions: Tensor::arange(0u32, t as u32, &dev).and_then(|x| x.unsqueeze(0)).step("probe input")?,
+        mask: Tensor::zeros((1, 1, 1, 1), candle_core::DType::F32, &dev).step("probe input")?,
+        sliding_mask: None,
+        offset: 0,
+        pads: None,
+    };
+    let h = model.forward_segmented(&step, &mut prefill, Segments { pool: &pool, plan: &plan }).step("probe prefill")?;
+    let mut logits = model.head(&Decoder::last(&h).step("probe")?).step("probe head")?;
     pool.store(&prefill, 0, 0, t, 0).step("probe pool")?;
     let own_slots = steps.max(1);
     let mut own = KvCache::new(cfg, 1, own_slots, dtype, &dev).step("probe cache")?;
-    let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
-    let max_queries = segmented::max_queries(d).unwrap_or(64);
     let mut out = Vec::with_capacity(steps);
     for s in 0..steps {
         let row: Vec<f32> = logits.squeeze(0).and_then(|r| r.to_vec1()).step("probe logits")?;

@@ -1,19 +1,22 @@
-//! Decode attention over shared segments: the cascade / group-attention idea for GRM
-//! sampling, where the k samples of an item continue the same prompt (one per response
-//! order) and every item shares the judge template's header.
+//! Attention over shared segments: the cascade / group-attention idea for GRM sampling,
+//! where the k samples of an item continue the same prompt (one per response order) and
+//! every item shares the judge template's header. The engine's only attention: decode steps
+//! (a row is a sample) and prefill (a row is one prompt token) both run through it.
 //!
 //! A row's keys and values are a chain of [`Segment`]s in position order: its prompt, held
 //! once in a pool (`[slots, kv, D]`, token-major) however many rows read it, then the row's
-//! own generated tokens (`[rows, kv, N, D]`). A [`Plan`] groups the rows that read each
-//! segment and cuts the work into units — a segment's keys, split so that long segments
-//! spread over the GPU (flash-decoding), against up to a kernel's worth of query rows — so
-//! that each key and value is loaded once per group of rows, not once per row. Each unit
-//! yields an unnormalized partial softmax per query; a row's partials merge into its output.
+//! own tokens (`[rows, kv, N, D]`). A [`Plan`] groups the rows that read each segment and
+//! cuts the work into units — a segment's keys, split so that long segments spread over the
+//! GPU (flash-decoding), against up to a kernel's worth of query rows — so that each key and
+//! value is loaded once per group of rows, not once per row. Each unit yields an
+//! unnormalized partial softmax per query; a row's partials merge into its output. A query
+//! at position p sees keys at positions p - window < k ≤ p, so a prefill's rows are causal
+//! without a mask and no score matrix is ever held.
 //!
 //! The CPU computes the same units and merge in f32 (the reference, and exact about row
 //! independence: what a row computes never depends on the rows it shares a unit with); the
-//! CUDA kernels (`verdict_seg_attention_d*`, `verdict_seg_merge_bf16` in kernels/verdict.cu)
-//! do it in bf16 with f32 accumulation.
+//! CUDA kernels (`verdict_seg_mma_d*` then `verdict_seg_merge_bf16`, kernels/verdict.cu) do
+//! it on tensor cores, bf16 in and f32 accumulation.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor};
 
@@ -69,6 +72,8 @@ pub struct Plan {
     row_parts: Vec<i64>,
     /// Partial slots in all: rows × kv × g over the units.
     slots: usize,
+    /// The most query vectors (rows × g) of any unit.
+    queries: usize,
     kv: usize,
     g: usize,
 }
@@ -76,7 +81,9 @@ pub struct Plan {
 impl Plan {
     /// `groups`: each segment with the rows that read it (a row's segments must not overlap
     /// in position); `row_pos`: each row's query position. At most `max_queries` query
-    /// vectors (rows × `g`) and `split` keys per unit.
+    /// vectors (rows × `g`) and `split` keys per unit. A unit's keys stop at its last row's
+    /// position (the keys after it are masked for all its rows): a prefill's rows read about
+    /// half of their prompt's keys, not all of them.
     pub fn new(groups: &[(Segment, Vec<usize>)], row_pos: &[usize], kv: usize, g: usize, max_queries: usize, split: usize) -> Self {
         let rows_per_unit = (max_queries / g.max(1)).max(1);
         let split = split.max(1);
@@ -84,9 +91,11 @@ impl Plan {
         // (key position, first slot) per row, sorted by position below.
         let mut parts: Vec<Vec<(usize, i64)>> = vec![Vec::new(); row_pos.len()];
         for (seg, rows) in groups {
-            for k0 in (0..seg.keys).step_by(split) {
-                let keys = split.min(seg.keys - k0);
-                for chunk in rows.chunks(rows_per_unit) {
+            for chunk in rows.chunks(rows_per_unit) {
+                let last = chunk.iter().map(|&r| row_pos[r]).max().unwrap_or(0);
+                let visible = (last + 1).saturating_sub(seg.pos0).min(seg.keys);
+                for k0 in (0..visible).step_by(split) {
+                    let keys = split.min(visible - k0);
                     let first = plan.slots as i64;
                     plan.units.extend_from_slice(&[
                         (seg.source == Source::Own) as i64,
@@ -104,6 +113,7 @@ impl Plan {
                         parts[r].push((seg.pos0 + k0, first + (j * kv * g) as i64));
                     }
                     plan.slots += chunk.len() * kv * g;
+                    plan.queries = plan.queries.max(chunk.len() * g);
                 }
             }
         }
@@ -118,6 +128,21 @@ impl Plan {
 
     pub fn units(&self) -> usize {
         self.units.len() / UNIT_FIELDS
+    }
+
+    /// Keys per unit for `groups`: the longest split, from `min_split` doubling up to the
+    /// longest segment, that still gives at least `min_blocks` blocks (units × KV heads).
+    /// Splitting spreads a few long rows over the GPU, but every extra unit is one more
+    /// partial per row to write and merge: at large batches the rows alone fill the GPU.
+    pub fn split_for(groups: &[(Segment, Vec<usize>)], kv: usize, g: usize, max_queries: usize, min_split: usize, min_blocks: usize) -> usize {
+        let rows_per_unit = (max_queries / g.max(1)).max(1);
+        let blocks = |split: usize| -> usize { groups.iter().map(|(seg, rows)| seg.keys.div_ceil(split) * rows.len().div_ceil(rows_per_unit)).sum::<usize>() * kv };
+        let longest = groups.iter().map(|(seg, _)| seg.keys).max().unwrap_or(0);
+        let mut split = min_split.max(1);
+        while split < longest && blocks(split * 2) >= min_blocks {
+            split *= 2;
+        }
+        split
     }
 
     fn unit(&self, u: usize) -> &[i64] {
@@ -168,12 +193,16 @@ pub struct Scoring {
 /// for a head size; `None` where it has no kernel.
 pub fn max_queries(head_dim: usize) -> Option<usize> {
     match head_dim {
-        64 => Some(64),
-        128 => Some(32),
-        256 => Some(16),
+        16 | 32 | 64 | 128 | 256 => Some(MMA_Q),
         _ => None,
     }
 }
+
+/// Queries per block and keys per tile of the CUDA kernel (MMA_Q and MMA_KT in
+/// kernels/verdict.cu).
+const MMA_Q: usize = 64;
+#[cfg(feature = "cuda")]
+const MMA_KT: usize = 32;
 
 /// Attention of each row's query `q` (`[R, kv, g, D]`) over its segments: the prompt pool
 /// (`pool_k`, `pool_v`: `[slots, kv, D]`) and the own tokens (`own_k`, `own_v`: `[rows, kv,
@@ -238,7 +267,7 @@ fn attend_cpu(q: &[f32], src: &Sources<'_>, d: usize, plan: &Plan, scoring: Scor
                     scores.clear();
                     let mut m = f32::NEG_INFINITY;
                     for i in 0..keys {
-                        let visible = scoring.window == 0 || pos0 + i + scoring.window > qpos;
+                        let visible = pos0 + i <= qpos && (scoring.window == 0 || pos0 + i + scoring.window > qpos);
                         let s = if visible {
                             let kr = &keys_src[base + i * ts + h * hs..][..d];
                             score(qv.iter().zip(kr).map(|(a, b)| a * b).sum(), scoring)
@@ -342,13 +371,21 @@ impl candle_core::CustomOp3 for Segmented<'_> {
         let (rows, kv, g, d) = lq.shape().dims4()?;
         let plan = &self.plan.host;
         let name = match d {
-            64 => "verdict_seg_attention_d64",
-            128 => "verdict_seg_attention_d128",
-            256 => "verdict_seg_attention_d256",
+            16 => "verdict_seg_mma_d16",
+            32 => "verdict_seg_mma_d32",
+            64 => "verdict_seg_mma_d64",
+            128 => "verdict_seg_mma_d128",
+            256 => "verdict_seg_mma_d256",
             _ => candle_core::bail!("segmented attention: no kernel for head_dim {d}"),
         };
-        if max_queries(d).is_some_and(|m| g > m) {
-            candle_core::bail!("segmented attention: {g} query heads per KV head is more than the kernel takes");
+        if plan.queries > MMA_Q {
+            candle_core::bail!("segmented attention: the plan puts {} query vectors in a unit, the kernel takes {MMA_Q}", plan.queries);
+        }
+        // The kernel moves 16 bytes at a time: every tensor must start a multiple of 8 bf16 in.
+        for (l, what) in [(lq, "queries"), (lk, "pool keys"), (lv, "pool values"), (self.own_k.layout(), "own keys"), (self.own_v.layout(), "own values")] {
+            if l.start_offset() % 8 != 0 {
+                candle_core::bail!("segmented attention: {what} start at element {}, not a multiple of 8", l.start_offset());
+            }
         }
         let q = view::<half::bf16>(sq, lq, "queries")?;
         let (pk, pv) = (view::<half::bf16>(sk, lk, "pool keys")?, view::<half::bf16>(sv, lv, "pool values")?);
@@ -374,11 +411,17 @@ impl candle_core::CustomOp3 for Segmented<'_> {
         let (kv_i, g_i, d_i, window) = (kv as i32, g as i32, d as i32, self.scoring.window as i32);
         if plan.units() > 0 {
             let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+            // The block's queries and one key and one value tile, rows padded by 8.
+            let shared = ((MMA_Q + 2 * MMA_KT) * (d + 8) * 2) as u32;
+            if shared > 48 * 1024 {
+                use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+                func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32).w()?;
+            }
             let mut b = func.builder();
             b.arg(&q).arg(&pk).arg(&pv).arg(&ok).arg(&ov).arg(&units).arg(&unit_rows).arg(&row_pos).arg(&part_ml).arg(&part_o);
             b.arg(&kv_i).arg(&g_i).arg(&self.scoring.scale).arg(&self.scoring.softcap).arg(&window);
-            let cfg = LaunchConfig { grid_dim: (plan.units() as u32, kv as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: argument types and order match seg_attention's kernels.
+            let cfg = LaunchConfig { grid_dim: (plan.units() as u32, kv as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: shared };
+            // SAFETY: argument types and order match seg_mma's kernels.
             unsafe { b.launch(cfg) }.w()?;
         }
         let merge = dev.get_or_load_custom_func("verdict_seg_merge_bf16", MODULE, PTX)?;

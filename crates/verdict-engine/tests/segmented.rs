@@ -267,7 +267,7 @@ fn the_cuda_kernels_match_the_cpu() {
     use candle_core::DType;
     let gpu = Device::new_cuda(0).expect("a CUDA build's tests run on a GPU");
     let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-    for (kv, g, d) in [(2, 7, 64), (4, 7, 128), (8, 2, 256)] {
+    for (kv, g, d) in [(2, 2, 16), (2, 7, 64), (4, 7, 128), (8, 2, 256)] {
         // 24 rows over three prompts of very different lengths, own tokens up to 300.
         let rows: Vec<(usize, usize)> = (0..24).map(|r| (r % 3, 1 + (r * 37) % 300)).collect();
         let c = Case { kv, g, d, prompts: vec![600, 1_500, 37], rows, own_cap: 320 };

@@ -28,9 +28,13 @@ use crate::segmented::{self, Plan, Segment};
 /// activations and attention scores, which grow with the square of the prompt length.
 pub(crate) const PREFILL_TOKENS: usize = 16_384;
 
-/// Keys per unit of segmented attention: long prompts are split into units of this many keys
-/// so that a few long rows still spread over the GPU.
-const SPLIT_KEYS: usize = 256;
+/// Fewest keys per unit of segmented attention: long prompts are split into units of at least
+/// this many keys so that a few long rows still spread over the GPU (Plan::split_for).
+const MIN_SPLIT_KEYS: usize = 256;
+
+/// Blocks (units × KV heads) a step's attention should have before splitting stops paying:
+/// about eight per streaming multiprocessor of an H100/H200.
+const FILL_BLOCKS: usize = 1_024;
 
 /// A prompt held in the pool: the slots of its own part (all of it, or what follows the
 /// shared template header), and the logits its samples' first tokens are drawn from (row
@@ -116,22 +120,56 @@ impl<'m> Runner<'m> {
     /// with) and hold it in the pool for the runner's life.
     fn hold_header(&mut self, ids: &[u32]) -> Result<()> {
         let start = self.pool.slots.alloc(ids.len()).ok_or_else(|| crate::EngineError::Device("the prompt pool has no room for the template header".into()))?;
-        let (cache, _, _) = self.forward_chunk(&[ids])?;
+        let (cache, _) = self.forward_flat(&[(ids, 0)])?;
         self.pool.store(&cache, 0, 0, ids.len(), start).step("header prefill")?;
         self.header = Some(Header { ids: ids.to_vec(), start });
         Ok(())
     }
 
-    /// One prefill forward over `seqs`, left-padded to the longest: their keys and values,
-    /// each one's padding, and the hidden states.
-    fn forward_chunk(&mut self, seqs: &[&[u32]]) -> Result<(KvCache, Vec<usize>, Tensor)> {
+    /// One prefill forward over `parts` laid end to end as one sequence: each part's tokens
+    /// (what follows the header, for a prompt that starts with it) at positions from its
+    /// `header` on, reading the pool's header (when `header` > 0) and its own tokens,
+    /// causally. No padding, no score matrix, and the header is never computed again.
+    /// Returns the parts' keys and values (one row, the parts in order) and the hidden
+    /// states `[1, Σ len, hidden]`.
+    fn forward_flat(&mut self, parts: &[(&[u32], usize)]) -> Result<(KvCache, Tensor)> {
         let device = self.model.device().clone();
-        let width = seqs.iter().map(|p| p.len()).max().unwrap_or(0);
-        let (step, pads) = Step::left_padded(seqs, width, self.pad_id, self.model.sliding_window(), &device).step("prefill input")?;
-        let mut cache = KvCache::new(self.model.config(), seqs.len(), width, self.model.dtype(), &device).step("allocating the prefill cache")?;
-        self.prefill_tokens += width * seqs.len();
-        let hidden = profile::time("prefill", "forward", &device, || self.model.forward(&step, &mut cache)).step("prefill")?;
-        Ok((cache, pads, hidden))
+        let cfg = self.model.config();
+        let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+        let g = cfg.num_attention_heads / kv;
+        let total: usize = parts.iter().map(|(ids, _)| ids.len()).sum();
+        let mut tokens = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        let mut groups: Vec<(Segment, Vec<usize>)> = Vec::with_capacity(parts.len() + 1);
+        let mut header_rows = Vec::new();
+        for &(ids, header) in parts {
+            let rows: Vec<usize> = (tokens.len()..tokens.len() + ids.len()).collect();
+            if header > 0 {
+                header_rows.extend_from_slice(&rows);
+            }
+            groups.push((Segment::own(0, tokens.len(), ids.len(), header, kv, total, d), rows));
+            tokens.extend_from_slice(ids);
+            positions.extend((header..header + ids.len()).map(|p| p as u32));
+        }
+        if let (Some(h), false) = (&self.header, header_rows.is_empty()) {
+            groups.insert(0, (Segment::pool(h.start, h.ids.len(), 0, kv, d), header_rows));
+        }
+        let row_pos: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+        let split = Plan::split_for(&groups, kv, g, self.max_queries, MIN_SPLIT_KEYS, FILL_BLOCKS);
+        let plan = Plan::new(&groups, &row_pos, kv, g, self.max_queries, split).upload(&device).step("prefill plan")?;
+        let mut cache = KvCache::new(cfg, 1, total, self.model.dtype(), &device).step("allocating the prefill cache")?;
+        let step = Step {
+            tokens: Tensor::from_vec(tokens, (1, total), &device).step("prefill input")?,
+            positions: Tensor::from_vec(positions, (1, total), &device).step("prefill input")?,
+            mask: self.dummy_mask.clone(),
+            sliding_mask: None,
+            offset: 0,
+            pads: None,
+        };
+        self.prefill_tokens += total;
+        let segments = Segments { pool: &self.pool, plan: &plan };
+        let hidden = profile::time("prefill", "forward", &device, || self.model.forward_segmented(&step, &mut cache, segments)).step("prefill")?;
+        Ok((cache, hidden))
     }
 
     /// How much of `prompt` the header covers: all of the header if the prompt starts with it
@@ -167,51 +205,75 @@ impl<'m> Runner<'m> {
         self.pool.slots.capacity() + self.rows() * self.own.capacity()
     }
 
-    /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS`, and
-    /// hold each in the pool. Prompts are chunked in order of length, so a chunk pads
-    /// little; the answer is in the order given, `None` for a prompt the pool had no room
-    /// for (it waits for a later step).
+    /// Prefill `prompts` (token ids), each once, in chunks of at most `PREFILL_TOKENS` tokens
+    /// (a longer prompt goes alone), and hold each in the pool. The answer is in the order
+    /// given, `None` for a prompt the pool had no room for (it waits for a later step).
     pub fn prefill(&mut self, prompts: &[&[u32]]) -> Result<Vec<Option<PromptKv>>> {
-        let mut order: Vec<usize> = (0..prompts.len()).collect();
-        order.sort_by_key(|&i| prompts[i].len());
         let mut out: Vec<Option<PromptKv>> = vec![None; prompts.len()];
         let device = self.model.device().clone();
-        let mut start = 0;
-        while start < order.len() {
-            // Grow the chunk while its padded size stays within the budget.
-            let mut end = start;
-            let mut width = 0;
-            while end < order.len() {
-                let w = width.max(prompts[order[end]].len());
-                if end > start && w * (end - start + 1) > PREFILL_TOKENS {
-                    break;
-                }
-                width = w;
-                end += 1;
-            }
+        let mut next = 0;
+        while next < prompts.len() {
             // Room in the pool first (for what follows the header): a prompt without it is not
             // computed now.
             let mut placed: Vec<(usize, usize)> = Vec::new();
-            for &i in &order[start..end] {
-                if let Some(at) = self.pool.slots.alloc(prompts[i].len() - self.shared_header(prompts[i])) {
-                    placed.push((i, at));
+            let mut tokens = 0;
+            while next < prompts.len() {
+                let rest = prompts[next].len() - self.shared_header(prompts[next]);
+                if !placed.is_empty() && tokens + rest > PREFILL_TOKENS {
+                    break;
                 }
+                if let Some(at) = self.pool.slots.alloc(rest) {
+                    placed.push((next, at));
+                    tokens += rest;
+                }
+                next += 1;
             }
-            start = end;
             if placed.is_empty() {
                 continue;
             }
-            let chunk: Vec<&[u32]> = placed.iter().map(|&(i, _)| prompts[i]).collect();
-            let (cache, pads, hidden) = self.forward_chunk(&chunk)?;
-            let logits = Rc::new(self.model.head(&Decoder::last(&hidden).step("prefill")?).step("prefill head")?);
-            for (row, &(i, at)) in placed.iter().enumerate() {
-                let header = self.shared_header(prompts[i]);
-                let len = prompts[i].len() - header;
-                profile::time("prefill", "to the pool", &device, || self.pool.store(&cache, row, pads[row] + header, len, at)).step("storing a prompt")?;
-                out[i] = Some(PromptKv { reads: Reads { header, start: at, len }, logits: logits.clone(), row });
+            let parts: Vec<(&[u32], usize)> = placed
+                .iter()
+                .map(|&(i, _)| {
+                    let header = self.shared_header(prompts[i]);
+                    (&prompts[i][header..], header)
+                })
+                .collect();
+            let (cache, hidden) = self.forward_flat(&parts)?;
+            // Each prompt's last token: where its samples' first tokens come from.
+            let mut ends = Vec::with_capacity(parts.len());
+            let mut off = 0;
+            for (ids, _) in &parts {
+                off += ids.len();
+                ends.push(off as u32 - 1);
+            }
+            let ends = Tensor::from_vec(ends, parts.len(), &device).step("prefill")?;
+            let last = hidden.squeeze(0).and_then(|h| h.index_select(&ends, 0)).step("prefill")?;
+            let logits = Rc::new(self.model.head(&last).step("prefill head")?);
+            self.store_flat(&cache, &placed.iter().zip(&parts).map(|(&(_, at), (ids, _))| (at, ids.len())).collect::<Vec<_>>())?;
+            for (row, (&(i, at), &(ids, header))) in placed.iter().zip(&parts).enumerate() {
+                out[i] = Some(PromptKv { reads: Reads { header, start: at, len: ids.len() }, logits: logits.clone(), row });
             }
         }
         Ok(out)
+    }
+
+    /// Copy a flat prefill's parts (`(pool start, len)` each, laid end to end in `cache`'s
+    /// row 0) into the pool: one copy per run of parts whose pool ranges are adjacent too.
+    fn store_flat(&mut self, cache: &KvCache, parts: &[(usize, usize)]) -> Result<()> {
+        let device = self.model.device().clone();
+        let mut from = 0;
+        let mut i = 0;
+        while i < parts.len() {
+            let (at, mut len) = parts[i];
+            i += 1;
+            while i < parts.len() && parts[i].0 == at + len {
+                len += parts[i].1;
+                i += 1;
+            }
+            profile::time("prefill", "to the pool", &device, || self.pool.store(cache, 0, from, len, at)).step("storing a prompt")?;
+            from += len;
+        }
+        Ok(())
     }
 
     /// A prompt no sample will read again: its pool slots are free.
@@ -299,7 +361,8 @@ impl<'m> Runner<'m> {
                 groups.push((Segment::own(r, self.starts[r], self.offset + 1 - self.starts[r], p.tokens(), kv, own_cap, d), vec![r]));
             }
         }
-        Plan::new(&groups, positions, kv, g, self.max_queries, SPLIT_KEYS)
+        let split = Plan::split_for(&groups, kv, g, self.max_queries, MIN_SPLIT_KEYS, FILL_BLOCKS);
+        Plan::new(&groups, positions, kv, g, self.max_queries, split)
     }
 
     /// One decode step over the first `tokens.len()` rows (at least `active()`): `tokens[r]`

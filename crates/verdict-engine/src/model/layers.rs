@@ -17,11 +17,14 @@ pub struct LayerInput<'a> {
     pub offset: usize,
     /// Each row's left padding (u32 `[b]`), for the CUDA attention kernels (see `Step::pads`).
     pub pads: Option<&'a Tensor>,
-    /// A decode step over prompts held in a pool (segmented attention), if it is one.
+    /// A step whose attention runs over segments (a decode step over prompts held in a pool,
+    /// or a prefill of prompts laid end to end), if it is one.
     pub segments: Option<Segments<'a>>,
 }
 
-/// Where a segmented decode step's rows find their prompts, and how their keys are laid out.
+/// Where a segmented step's rows find their prompts, and how their keys are laid out. The
+/// rows are the step's query positions: `b` samples of one token (decode), or one sequence
+/// of `t` tokens (prefill: `b` = 1, prompts laid end to end).
 #[derive(Clone, Copy)]
 pub struct Segments<'a> {
     pub pool: &'a super::PromptPool,
@@ -148,15 +151,19 @@ impl Attention {
         let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
         let l = k_all.dim(2)?;
         let g = self.heads / self.kv_heads;
-        if let (1, Some(seg)) = (t, segments) {
+        if let Some(seg) = segments {
+            if b > 1 && t > 1 {
+                candle_core::bail!("segmented attention takes one token per row or one sequence, not [{b}, {t}]");
+            }
             // The rows' own tokens are in `cache` (whole rows: the plan addresses them by
             // slot); their prompts in the pool.
             let (own_k, own_v) = cache.layer(layer);
             let (own_k, own_v) = (own_k.narrow(0, 0, b)?, own_v.narrow(0, 0, b)?);
             let scoring = crate::segmented::Scoring { scale: self.scale as f32, softcap: self.softcap.unwrap_or(0.0) as f32, window: self.window.unwrap_or(0) };
-            let q = q.reshape((b, self.kv_heads, g, hd))?;
+            // [b, heads, t, hd] → one query row per position: [b·t, kv, g, hd].
+            let q = if t == 1 { q.reshape((b, self.kv_heads, g, hd))? } else { q.transpose(1, 2)?.reshape((b * t, self.kv_heads, g, hd))? };
             let out = crate::segmented::attend(&q, seg.pool.layer(layer), (&own_k, &own_v), seg.plan, scoring)?;
-            return self.o.forward(&out.reshape((b, 1, self.heads * hd))?);
+            return self.o.forward(&out.reshape((b, t, self.heads * hd))?);
         }
 
         // Grouped-query attention without copying K/V per query head: fold each KV head's

@@ -132,9 +132,11 @@ impl Decoder {
         self.forward_with(step, cache, None)
     }
 
-    /// A decode step (`t = 1`) whose rows read their prompts from a pool: `own` holds only
-    /// the rows' own tokens (the step's keys and values go at its slot `step.offset`), and
-    /// attention runs over each row's segments as `segments.plan` lays them out.
+    /// A step whose attention runs over segments as `segments.plan` lays them out: a decode
+    /// step (`t = 1`) whose rows read their prompts from a pool, `own` holding only the rows'
+    /// own tokens, or a prefill of one sequence (`b = 1`: prompts laid end to end, each
+    /// reading the pool's template header and its own tokens causally). The step's keys and
+    /// values go at slot `step.offset` of `own`; `step.mask` and `step.pads` are not read.
     pub fn forward_segmented(&self, step: &Step, own: &mut KvCache, segments: Segments<'_>) -> candle_core::Result<Tensor> {
         self.forward_with(step, own, Some(segments))
     }
