@@ -6,8 +6,9 @@
 # Usage: bash bench/gpu/bench.sh [small|medium ...]      (default: small medium)
 #   small  = random weights with Qwen2.5-0.5B's shapes, medium = Qwen2.5-7B's (made here,
 #   on the GPU machine, with `verdict model init`).
-# Every run: k = 8 samples per item, prompts of about 512 tokens, exactly 256 new tokens per
-# sample, temperature 0.5, bf16. Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
+# Every run: k = 8 samples per item, exactly 256 new tokens per sample, temperature 0.5,
+# bf16, prompts aimed at each of PROMPTS tokens (default 512: about 620 once rendered with
+# the chat template; 1400 gives about 1,500). Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
 # sweeps HF_EAGER_BATCHES and the static cache with compilation HF_STATIC_BATCHES (each of
 # those compiles for its shapes in an untimed warm-up, so it gets fewer sizes).
 # Writes JSON lines and the markdown table under $OUT. VERDICT_ONLY=1 skips transformers (a
@@ -37,6 +38,7 @@ PY
 )
 echo "device-to-device copy: $COPY_TBPS TB/s (read + write)" | tee -a "$OUT/gpu.txt"
 
+PROMPTS=${PROMPTS:-512}
 for size in $SIZES; do
   case $size in
     small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,512,1024,2048,4096}; he=${HF_EAGER_BATCHES:-1,8,32,128,512,1024}; hs=${HF_STATIC_BATCHES:-128,512} ;;
@@ -47,14 +49,19 @@ for size in $SIZES; do
   if [ ! -f "$dir/config.json" ]; then
     /usr/bin/time -f "model init: %e s" "$BIN" model init --arch qwen2 --size "$size" --shards 4 --out "$dir" 2>&1 | tail -1
   fi
-  echo "== $name: Verdict"
-  "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 --batches "$vb" \
-    --prompts-out "$OUT/prompts-$name.json" | tee "$OUT/verdict-$name.jsonl"
-  if [ -n "${VERDICT_ONLY:-}" ]; then rm -f "$OUT/prompts-$name.json"; continue; fi
-  echo "== $name: transformers eager"
-  python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$name.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$name.log" | tee "$OUT/hf-eager-$name.jsonl"
-  echo "== $name: transformers static cache + compile"
-  python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$name.json" --mode static --batches "$hs" 2>"$OUT/hf-static-$name.log" | tee "$OUT/hf-static-$name.jsonl"
-  rm -f "$OUT/prompts-$name.json"
+  for pt in $PROMPTS; do
+    tag=$name-p$pt
+    echo "== $name, prompts of about $pt tokens: Verdict"
+    "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens "$pt" --new-tokens 256 --batches "$vb" \
+      --prompts-out "$OUT/prompts-$tag.json" | tee "$OUT/verdict-$tag.jsonl"
+    if [ -n "${VERDICT_ONLY:-}" ]; then rm -f "$OUT/prompts-$tag.json"; continue; fi
+    echo "== $name, prompts of about $pt tokens: transformers eager"
+    python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$tag.log" | tee "$OUT/hf-eager-$tag.jsonl"
+    echo "== $name, prompts of about $pt tokens: transformers static cache + compile"
+    python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode static --batches "$hs" 2>"$OUT/hf-static-$tag.log" | tee "$OUT/hf-static-$tag.jsonl"
+    rm -f "$OUT/prompts-$tag.json"
+  done
 done
-python3 bench/gpu/table.py "$COPY_TBPS" "$OUT"/*.jsonl | tee "$OUT/table.md"
+for pt in $PROMPTS; do
+  python3 bench/gpu/table.py "$COPY_TBPS" "$OUT"/*-p"$pt".jsonl
+done | tee "$OUT/table.md"

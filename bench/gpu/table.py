@@ -22,7 +22,9 @@ def main():
                 models.append(m)
             rows[(m, r["batch"])][r["engine"]] = r
     for m in models:
-        print(f"\n**{m}** (k = 8, about 512 prompt tokens, 256 new tokens per sample; tok/s = generated tokens / wall time of the whole batch, prefill included)\n")
+        means = [r["mean_prompt_tokens"] for (mm, _), e in rows.items() if mm == m for r in e.values() if "mean_prompt_tokens" in r]
+        prompt = f"{sum(means) / len(means):,.0f}" if means else "?"
+        print(f"\n**{m}** (k = 8, {prompt} prompt tokens on average, 256 new tokens per sample; tok/s = generated tokens / wall time of the whole batch, prefill included)\n")
         print("| batch | Verdict tok/s | Verdict items/s | ms/step | transformers eager tok/s | transformers static+compile tok/s | × eager | × static | prefill tok/item Verdict / transformers | decode bandwidth (% of copy rate) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for (mm, batch) in sorted(k for k in rows if k[0] == m):

@@ -251,30 +251,31 @@ impl Judge {
     /// Rows (samples decoded together) and prompt-pool slots for a session: the user's
     /// `max_batch`, and on CUDA what fits in the memory left after the weights. A row costs
     /// its own tokens' keys and values, its logits and its share of the prompt pool: each
-    /// distinct prompt is held once, and with `k` samples over two response orders about
-    /// k/2 rows read each (the pool gets a quarter more, so prompts are prefilled ahead).
-    /// One prefill chunk's activations and caches are set aside.
-    pub fn sizing(&self, prompt_tokens: usize, max_new: usize, k: usize) -> (usize, usize) {
+    /// distinct prompt is held once (past its first `header` tokens, the template header held
+    /// once for all), and with `k` samples over two response orders about k/2 rows read each
+    /// (the pool gets a quarter more, so prompts are prefilled ahead). One prefill chunk's
+    /// activations and caches are set aside.
+    pub fn sizing(&self, prompt_tokens: usize, header: usize, max_new: usize, k: usize) -> (usize, usize) {
         let cfg = self.config();
         let dtype = self.options.dtype;
         let Some(free) = self.free_bytes else {
             let rows = if self.options.max_batch == usize::MAX { CPU_BATCH } else { self.options.max_batch };
-            return (rows, pool_slots(rows, prompt_tokens, k));
+            return (rows, pool_slots(rows, prompt_tokens, header, k));
         };
         let own = crate::engine::own_slots(max_new);
         let per_row = KvCache::bytes_per_sequence(cfg, own, dtype)
-            + KvCache::bytes_per_sequence(cfg, pool_slots(1, prompt_tokens, k) - prompt_tokens, dtype)
+            + KvCache::bytes_per_sequence(cfg, pool_slots(1, prompt_tokens, header, k) - prompt_tokens, dtype)
             + cfg.vocab_size * 12
             + (cfg.hidden_size * 8 + cfg.intermediate_size * 8);
-        let chunk = (PREFILL_TOKENS / prompt_tokens.max(1)).max(1);
-        let prefill = PREFILL_TOKENS * (cfg.intermediate_size * 8 + cfg.hidden_size * 16)
-            + chunk * cfg.num_attention_heads * prompt_tokens * prompt_tokens * 12
-            + chunk * KvCache::bytes_per_sequence(cfg, prompt_tokens, dtype)
-            + KvCache::bytes_per_sequence(cfg, prompt_tokens, dtype);
+        // A prefill chunk: its activations, its keys and values before they go to the pool,
+        // and the segmented attention's partials (a few per query vector; no score matrix).
+        let partials = cfg.num_attention_heads * 4 * (cfg.head_dim + 2) * 4;
+        let prefill = PREFILL_TOKENS * (cfg.intermediate_size * 8 + cfg.hidden_size * 16 + partials)
+            + 2 * KvCache::bytes_per_sequence(cfg, PREFILL_TOKENS.max(prompt_tokens), dtype);
         // Keep a tenth free for the allocator's slack and cuBLAS workspaces.
         let budget = (free / 10 * 9).saturating_sub(prefill);
         let rows = (budget / per_row.max(1)).clamp(1, MAX_ROWS).min(self.options.max_batch);
-        (rows, pool_slots(rows, prompt_tokens, k))
+        (rows, pool_slots(rows, prompt_tokens, header, k))
     }
 
     /// Judge prepared items: all their samples, through one continuously batched session.
@@ -321,9 +322,10 @@ impl Judge {
     /// `samples`, when the caller knows how many there will be).
     pub fn session(&self, spec: &LabelSpec, max_prompt: usize, samples: Option<usize>, fixed_length: bool) -> Result<Session<'_>> {
         let max_new = spec.max_new_tokens as usize;
-        let (rows, _) = self.sizing(max_prompt, max_new, spec.k as usize);
+        let header = self.template_header(spec)?;
+        let (rows, _) = self.sizing(max_prompt, header.len(), max_new, spec.k as usize);
         let rows = rows.min(samples.unwrap_or(usize::MAX)).max(1);
-        let pool = pool_slots(rows, max_prompt, spec.k as usize);
+        let pool = pool_slots(rows, max_prompt, header.len(), spec.k as usize);
         let device = self.model.device();
         let stage = SamplingStage {
             token_texts: &self.token_texts,
@@ -334,7 +336,6 @@ impl Judge {
             vocab: self.prompter.tok.vocab,
             score_ids: Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), device).map_err(|source| EngineError::Compute { step: "score vocabulary", source })?,
         };
-        let header = self.template_header(spec)?;
         let sizes = Sizes { rows, max_prompt, max_new, pool_slots: pool };
         let engine = Engine::new(&self.model, &self.prompter.tok, stage, sizes, &header)?;
         Ok(Session::new(self, spec.clone(), engine, fixed_length))
@@ -382,9 +383,11 @@ impl Judge {
     }
 }
 
-/// Prompt-pool slots for `rows` rows of `k` samples per item over prompts of up to
-/// `prompt_tokens`: each distinct prompt once, about k/2 rows reading each (two response
-/// orders), a quarter more to prefill ahead, and never less than one prompt.
-fn pool_slots(rows: usize, prompt_tokens: usize, k: usize) -> usize {
-    rows * prompt_tokens * 5 / 4 / (k / 2).max(1) + prompt_tokens
+/// Prompt-pool slots (besides the template header, held once) for `rows` rows of `k`
+/// samples per item over prompts of up to `prompt_tokens`, `header` of which the template
+/// header covers: what follows the header of each distinct prompt once, about k/2 rows
+/// reading each (two response orders), a quarter more to prefill ahead, and never less than
+/// one whole prompt (one that does not start with the header).
+fn pool_slots(rows: usize, prompt_tokens: usize, header: usize, k: usize) -> usize {
+    rows * prompt_tokens.saturating_sub(header) * 5 / 4 / (k / 2).max(1) + prompt_tokens
 }
