@@ -237,8 +237,6 @@ fn score(dot: f32, s: Scoring) -> f32 {
     }
 }
 
-/// The CPU version: every unit's partials in f32, then each row's merge, in the order the
-/// kernels use.
 /// Keys and values of both sources, as f32 slices.
 struct Sources<'a> {
     pool_k: &'a [f32],
@@ -247,63 +245,37 @@ struct Sources<'a> {
     own_v: &'a [f32],
 }
 
+/// The CPU version: every unit's partials in f32, then each row's merge, in the order the
+/// kernels use.
 fn attend_cpu(q: &[f32], src: &Sources<'_>, d: usize, plan: &Plan, scoring: Scoring) -> Vec<f32> {
+    use rayon::prelude::*;
     let (kv, g) = (plan.kv, plan.g);
     let mut part_m = vec![f32::NEG_INFINITY; plan.slots];
     let mut part_l = vec![0f32; plan.slots];
     let mut part_o = vec![0f32; plan.slots * d];
-    let mut scores = Vec::new();
+    // Units own consecutive, disjoint runs of partial slots (in unit order): each gets its
+    // own slices, and the units run in parallel. A row's numbers do not depend on which
+    // thread computed them.
+    let mut work = Vec::with_capacity(plan.units());
+    let (mut m_rest, mut l_rest, mut o_rest) = (&mut part_m[..], &mut part_l[..], &mut part_o[..]);
     for u in 0..plan.units() {
-        let f = plan.unit(u);
-        let (keys_src, vals_src) = if f[0] == 1 { (src.own_k, src.own_v) } else { (src.pool_k, src.pool_v) };
-        let (base, ts, hs, keys, pos0) = (f[1] as usize, f[2] as usize, f[3] as usize, f[4] as usize, f[5] as usize);
-        let (roff, nrows, first) = (f[6] as usize, f[7] as usize, f[8] as usize);
-        for j in 0..nrows {
-            let row = plan.unit_rows[roff + j] as usize;
-            let qpos = plan.row_pos[row] as usize;
-            for h in 0..kv {
-                for gi in 0..g {
-                    let qv = &q[((row * kv + h) * g + gi) * d..][..d];
-                    scores.clear();
-                    let mut m = f32::NEG_INFINITY;
-                    for i in 0..keys {
-                        let visible = pos0 + i <= qpos && (scoring.window == 0 || pos0 + i + scoring.window > qpos);
-                        let s = if visible {
-                            let kr = &keys_src[base + i * ts + h * hs..][..d];
-                            score(qv.iter().zip(kr).map(|(a, b)| a * b).sum(), scoring)
-                        } else {
-                            f32::NEG_INFINITY
-                        };
-                        m = m.max(s);
-                        scores.push(s);
-                    }
-                    let slot = first + (j * kv + h) * g + gi;
-                    part_m[slot] = m;
-                    if m == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    let o = &mut part_o[slot * d..(slot + 1) * d];
-                    for (i, &s) in scores.iter().enumerate() {
-                        let p = (s - m).exp();
-                        part_l[slot] += p;
-                        let vr = &vals_src[base + i * ts + h * hs..][..d];
-                        for (acc, v) in o.iter_mut().zip(vr) {
-                            *acc += p * v;
-                        }
-                    }
-                }
-            }
-        }
+        let n = plan.unit(u)[7] as usize * kv * g;
+        let (m, mr) = std::mem::take(&mut m_rest).split_at_mut(n);
+        let (l, lr) = std::mem::take(&mut l_rest).split_at_mut(n);
+        let (o, or) = std::mem::take(&mut o_rest).split_at_mut(n * d);
+        (m_rest, l_rest, o_rest) = (mr, lr, or);
+        work.push((u, m, l, o));
     }
+    work.into_par_iter().for_each(|(u, part_m, part_l, part_o)| unit_cpu(q, src, d, plan, scoring, u, part_m, part_l, part_o));
     let rows = plan.row_parts_ptr.len() - 1;
     let mut out = vec![0f32; rows * kv * g * d];
-    for row in 0..rows {
+    out.par_chunks_mut((kv * g * d).max(1)).enumerate().for_each(|(row, out)| {
         let parts = &plan.row_parts[plan.row_parts_ptr[row] as usize..plan.row_parts_ptr[row + 1] as usize];
         for h in 0..kv {
             for gi in 0..g {
                 let slots = parts.iter().map(|&p| p as usize + h * g + gi);
                 let big = slots.clone().map(|s| part_m[s]).fold(f32::NEG_INFINITY, f32::max);
-                let o = &mut out[((row * kv + h) * g + gi) * d..][..d];
+                let o = &mut out[(h * g + gi) * d..][..d];
                 let mut den = 0f32;
                 for s in slots.filter(|&s| part_m[s] > f32::NEG_INFINITY) {
                     let w = (part_m[s] - big).exp();
@@ -317,8 +289,55 @@ fn attend_cpu(q: &[f32], src: &Sources<'_>, d: usize, plan: &Plan, scoring: Scor
                 }
             }
         }
-    }
+    });
     out
+}
+
+/// Unit `u`'s partials into its own slots (`part_*` start at the unit's first slot).
+#[allow(clippy::too_many_arguments)]
+fn unit_cpu(q: &[f32], src: &Sources<'_>, d: usize, plan: &Plan, scoring: Scoring, u: usize, part_m: &mut [f32], part_l: &mut [f32], part_o: &mut [f32]) {
+    let (kv, g) = (plan.kv, plan.g);
+    let f = plan.unit(u);
+    let (keys_src, vals_src) = if f[0] == 1 { (src.own_k, src.own_v) } else { (src.pool_k, src.pool_v) };
+    let (base, ts, hs, keys, pos0) = (f[1] as usize, f[2] as usize, f[3] as usize, f[4] as usize, f[5] as usize);
+    let (roff, nrows) = (f[6] as usize, f[7] as usize);
+    let mut scores = Vec::with_capacity(keys);
+    for j in 0..nrows {
+        let row = plan.unit_rows[roff + j] as usize;
+        let qpos = plan.row_pos[row] as usize;
+        for h in 0..kv {
+            for gi in 0..g {
+                let qv = &q[((row * kv + h) * g + gi) * d..][..d];
+                scores.clear();
+                let mut m = f32::NEG_INFINITY;
+                for i in 0..keys {
+                    let visible = pos0 + i <= qpos && (scoring.window == 0 || pos0 + i + scoring.window > qpos);
+                    let s = if visible {
+                        let kr = &keys_src[base + i * ts + h * hs..][..d];
+                        score(qv.iter().zip(kr).map(|(a, b)| a * b).sum(), scoring)
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    m = m.max(s);
+                    scores.push(s);
+                }
+                let slot = (j * kv + h) * g + gi;
+                part_m[slot] = m;
+                if m == f32::NEG_INFINITY {
+                    continue;
+                }
+                let o = &mut part_o[slot * d..(slot + 1) * d];
+                for (i, &s) in scores.iter().enumerate() {
+                    let p = (s - m).exp();
+                    part_l[slot] += p;
+                    let vr = &vals_src[base + i * ts + h * hs..][..d];
+                    for (acc, v) in o.iter_mut().zip(vr) {
+                        *acc += p * v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
