@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// Sampling temperature.
     #[arg(long, default_value_t = 0.5)]
     temperature: f32,
+    /// Run every decode step eagerly, without CUDA graphs (to measure what they change).
+    #[arg(long)]
+    no_cuda_graphs: bool,
     /// Write every sample's prompt ids (and varied lengths), in order, as JSON (for bench/gpu/hf_bench.py).
     #[arg(long)]
     prompts_out: Option<PathBuf>,
@@ -179,12 +182,14 @@ fn line(args: &BenchArgs, costs: Costs, workload: &str, batch: usize, items: &[P
         "prefill_tokens_per_item": stats.prefill_tokens as f64 / items.len().max(1) as f64,
         "distinct_prompts_per_item": stats.prompts as f64 / items.len().max(1) as f64,
         "decode_bytes_per_s": step_bytes * steps / stats.decode_seconds.max(1e-9),
+        "graph_captures": stats.graph_captures,
+        "graph_replays": stats.graph_replays,
     })
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (dev, dtype) = device::pick(&args.device)?;
-    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype, digest_cache: crate::model_cmd::digest_cache() })
+    let mut judge = Judge::load(&args.dir, None, EngineOptions { max_batch: usize::MAX, device: dev, dtype, digest_cache: crate::model_cmd::digest_cache(), cuda_graphs: !args.no_cuda_graphs })
         .with_context(|| format!("loading {}", args.dir.display()))?;
     let spec = LabelSpec { k: args.k.max(1), temperature: args.temperature, top_p: 1.0, max_new_tokens: args.new_tokens, ..LabelSpec::new(judge.name()) };
     let weight_bytes: u64 = std::fs::read_dir(&args.dir)?

@@ -135,7 +135,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     drop(existing);
 
     let (device, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device, dtype, digest_cache };
+    let options = EngineOptions { max_batch: args.batch, device, dtype, digest_cache, cuda_graphs: true };
     let judge = Judge::with_weights(prompter, options).with_context(|| format!("loading the judge's weights from {}", model_dir.display()))?;
 
     // First Ctrl-C: take no new items, finish the ones in flight. Second: stop at once.

@@ -170,7 +170,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
     let (dev, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: digest_cache() };
+    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: digest_cache(), cuda_graphs: true };
     let (model, meta) = (args.model.clone(), args.meta_rm.clone());
     let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
         .await?

@@ -158,6 +158,59 @@ extern "C" __global__ void verdict_rmsnorm_bf16(const __nv_bfloat16* __restrict_
     }
 }
 
+// A decode step's attention inputs in one kernel, from the fused q/k/v projection's output
+// (qkv [b, (h + 2 kv) * d] bf16, bias not yet added): per head, the bias add (bf16, as
+// candle's broadcast add rounds), Qwen3's q/k RMSNorm (as verdict_rmsnorm_bf16 rounds), and
+// for q and k the rotary embedding (non-interleaved halves, bf16 products and sums as
+// candle's rope kernel rounds them); q goes to q_out [b, h, d], k and v straight into the
+// rows' own cache [rows, kv, cap, d] at the slot *slot (read on the device, so a CUDA graph
+// replays it at any slot). Replaces about ten launches a layer (split copies, transposes,
+// two ropes, two cache writes). One block per (row, head), one thread per pair (i, i + d/2);
+// at least a warp, so the reductions are whole warps.
+extern "C" __global__ void verdict_qkv_rope_write_bf16(const __nv_bfloat16* __restrict__ qkv,
+                                                       const __nv_bfloat16* __restrict__ bias,
+                                                       const float* __restrict__ q_norm, const float* __restrict__ k_norm,
+                                                       float eps, const __nv_bfloat16* __restrict__ cos,
+                                                       const __nv_bfloat16* __restrict__ sin, __nv_bfloat16* __restrict__ q_out,
+                                                       __nv_bfloat16* __restrict__ own_k, __nv_bfloat16* __restrict__ own_v,
+                                                       const uint32_t* __restrict__ slot, int h, int kv, int d, int cap) {
+    __shared__ float sv[32];
+    const int row = blockIdx.x, head = blockIdx.y, half = d / 2, i = threadIdx.x;
+    const bool on = i < half;
+    const long long width = (long long)(h + 2 * kv) * d;
+    const __nv_bfloat16* x = qkv + row * width + (long long)head * d;
+    __nv_bfloat16 a = on ? x[i] : __float2bfloat16(0.f), b = on ? x[i + half] : __float2bfloat16(0.f);
+    if (bias && on) {
+        a = a + bias[head * d + i];
+        b = b + bias[head * d + i + half];
+    }
+    const float* nw = head < h ? q_norm : (head < h + kv ? k_norm : nullptr);
+    if (nw) {  // block-uniform: every thread takes this branch or none does
+        float fa = __bfloat162float(a), fb = __bfloat162float(b);
+        float r = rsqrtf(block_sum(fa * fa + fb * fb, sv) / (float)d + eps);
+        if (on) {
+            a = __float2bfloat16(__bfloat162float(__float2bfloat16(fa * r)) * nw[i]);
+            b = __float2bfloat16(__bfloat162float(__float2bfloat16(fb * r)) * nw[i + half]);
+        }
+    }
+    if (!on) return;
+    if (head < h + kv) {
+        const __nv_bfloat16 c = cos[row * half + i], s = sin[row * half + i];
+        const __nv_bfloat16 ra = a * c - b * s, rb = a * s + b * c;
+        a = ra;
+        b = rb;
+    }
+    __nv_bfloat16* dst;
+    if (head < h) {
+        dst = q_out + ((long long)row * h + head) * d;
+    } else {
+        const int kh = head < h + kv ? head - h : head - h - kv;
+        dst = (head < h + kv ? own_k : own_v) + (((long long)row * kv + kh) * cap + slot[0]) * d;
+    }
+    dst[i] = a;
+    dst[i + half] = b;
+}
+
 // The gated MLP's middle: gu is [rows, 2 * inter] (gate columns, then up columns, as the
 // fused gate_up projection writes them); out[r, j] = act(gate) * up, with act computed in
 // f32 and rounded to bf16 before the product, as PyTorch does. act 0 = SiLU, 1 = GELU (tanh).

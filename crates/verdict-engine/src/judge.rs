@@ -40,11 +40,14 @@ pub struct EngineOptions {
     pub dtype: DType,
     /// Where weight files' content digests are cached between runs.
     pub digest_cache: DigestCache,
+    /// Replay decode steps of up to 256 rows from CUDA graphs (CUDA only): small batches
+    /// are otherwise bound by kernel launches. Off only to measure what graphs change.
+    pub cuda_graphs: bool,
 }
 
 impl EngineOptions {
     pub fn cpu() -> Self {
-        Self { max_batch: 32, device: Device::Cpu, dtype: DType::F32, digest_cache: DigestCache::none() }
+        Self { max_batch: 32, device: Device::Cpu, dtype: DType::F32, digest_cache: DigestCache::none(), cuda_graphs: true }
     }
 }
 
@@ -336,7 +339,7 @@ impl Judge {
             vocab: self.prompter.tok.vocab,
             score_ids: Tensor::from_slice(self.score_vocab.ids(), self.score_vocab.ids().len(), device).map_err(|source| EngineError::Compute { step: "score vocabulary", source })?,
         };
-        let sizes = Sizes { rows, max_prompt, max_new, pool_slots: pool };
+        let sizes = Sizes { rows, max_prompt, max_new, pool_slots: pool, cuda_graphs: self.options.cuda_graphs };
         let engine = Engine::new(&self.model, &self.prompter.tok, stage, sizes, &header)?;
         Ok(Session::new(self, spec.clone(), engine, fixed_length))
     }

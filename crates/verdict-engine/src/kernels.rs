@@ -43,6 +43,29 @@ pub(crate) mod cuda {
         f(&held::<u32>(&storage, layout, "the padding tensor")?)
     }
 
+    /// Copy `data` into the start of `t`'s device buffer, in place (on its stream, in order
+    /// with the work queued there): how a captured graph's inputs change between replays.
+    pub fn overwrite<T: CudaDType + DeviceRepr>(t: &Tensor, data: &[T]) -> candle_core::Result<()> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{result, DevicePtr};
+        use candle_core::cuda_backend::WrapErr;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cuda(c) = &*storage else { candle_core::bail!("overwrite: the tensor is not on the GPU") };
+        let slice = c.as_cuda_slice::<T>()?;
+        if layout.start_offset() + data.len() > slice.len() {
+            candle_core::bail!("overwrite: {} elements into a buffer of {}", data.len(), slice.len() - layout.start_offset());
+        }
+        let stream = c.device().cuda_stream();
+        let (ptr, _sync) = slice.device_ptr(&stream);
+        let at = ptr + (layout.start_offset() * std::mem::size_of::<T>()) as u64;
+        // SAFETY: the destination lies inside the tensor's buffer (checked above); a copy from
+        // pageable host memory is staged before the call returns, so `data` may go after it.
+        unsafe { result::memcpy_htod_async(at, data, stream.cu_stream()) }.w()
+    }
+
     pub fn grid(blocks: usize, threads: u32) -> LaunchConfig {
         LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
     }
@@ -292,5 +315,96 @@ impl candle_core::CustomOp1 for PrefillSoftmax {
             Ok(())
         })?;
         Ok(done(out, dev, l.shape().clone()))
+    }
+}
+
+/// What a decode step's fused attention inputs need besides the q/k/v projection's output
+/// (see `verdict_qkv_rope_write_bf16`): the projection's bias (bf16), Qwen3's q and k norm
+/// weights (f32, normalized rows rounded to bf16 before the weight, as Llama and Qwen round)
+/// and their epsilon, the step's rotary tables (`[b, 1, d/2]`), the rows' own caches
+/// (`[rows, kv, cap, d]`, written in place) and the slot to write (u32 `[1, 1, 1, 1]`).
+pub struct QkvRopeWrite<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub q_norm: Option<&'a Tensor>,
+    pub k_norm: Option<&'a Tensor>,
+    pub eps: f32,
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub own_k: &'a Tensor,
+    pub own_v: &'a Tensor,
+    pub slot: &'a Tensor,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// From the q/k/v projection `qkv` (`[b, (heads + 2 kv) * d]` bf16, no bias yet): the step's
+/// queries, `[b, heads * d]`, rotated; keys and values go to the own caches at the slot.
+pub fn qkv_rope_write(qkv: &Tensor, op: &QkvRopeWrite<'_>) -> candle_core::Result<Tensor> {
+    qkv.contiguous()?.apply_op1_no_bwd(op)
+}
+
+impl candle_core::CustomOp1 for QkvRopeWrite<'_> {
+    fn name(&self) -> &'static str {
+        "verdict-qkv-rope-write"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused q/k/v kernel is CUDA-only; the CPU composes candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        use cuda::{done, held, view};
+        let dev = s.device();
+        let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let (b, width) = l.shape().dims2()?;
+        let (rows, own_kv, cap, own_d) = self.own_k.dims4()?;
+        if width != (h + 2 * kv) * d || (own_kv, own_d) != (kv, d) || rows < b || d % 2 != 0 {
+            candle_core::bail!("fused q/k/v: [{b}, {width}] for {h} heads, {kv} KV heads of {d}, own cache {:?}", self.own_k.shape());
+        }
+        if self.cos.dims().iter().product::<usize>() != b * d / 2 {
+            candle_core::bail!("fused q/k/v: rotary tables {:?} for {b} rows of {d}", self.cos.shape());
+        }
+        let qkv = view::<half::bf16>(s, l, "the q/k/v projection")?;
+        let guards: Vec<_> = [self.cos, self.sin, self.own_k, self.own_v, self.slot].iter().map(|t| t.storage_and_layout()).collect();
+        let cos = held::<half::bf16>(&guards[0].0, guards[0].1, "the rotary cos")?;
+        let sin = held::<half::bf16>(&guards[1].0, guards[1].1, "the rotary sin")?;
+        let own_k = held::<half::bf16>(&guards[2].0, guards[2].1, "the own keys")?;
+        let own_v = held::<half::bf16>(&guards[3].0, guards[3].1, "the own values")?;
+        let slot = held::<u32>(&guards[4].0, guards[4].1, "the write slot")?;
+        let optional: Vec<_> = [self.bias, self.q_norm, self.k_norm].iter().map(|t| t.map(|t| t.storage_and_layout())).collect();
+        let bias = optional[0].as_ref().map(|(s, l)| held::<half::bf16>(s, l, "the q/k/v bias")).transpose()?;
+        let q_norm = optional[1].as_ref().map(|(s, l)| held::<f32>(s, l, "the q norm")).transpose()?;
+        let k_norm = optional[2].as_ref().map(|(s, l)| held::<f32>(s, l, "the k norm")).transpose()?;
+        // SAFETY: the kernel writes every element (every (row, q head) block, all d).
+        let q = unsafe { dev.alloc::<half::bf16>(b * h * d)? };
+        let func = dev.get_or_load_custom_func("verdict_qkv_rope_write_bf16", cuda::MODULE, cuda::PTX)?;
+        let null: u64 = 0;
+        let (h_i, kv_i, d_i, cap_i) = (h as i32, kv as i32, d as i32, cap as i32);
+        let mut f = func.builder();
+        f.arg(&qkv);
+        match &bias {
+            Some(x) => f.arg(x),
+            None => f.arg(&null),
+        };
+        match &q_norm {
+            Some(x) => f.arg(x),
+            None => f.arg(&null),
+        };
+        match &k_norm {
+            Some(x) => f.arg(x),
+            None => f.arg(&null),
+        };
+        f.arg(&self.eps).arg(&cos).arg(&sin).arg(&q).arg(&own_k).arg(&own_v).arg(&slot).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&cap_i);
+        let threads = (d / 2).next_multiple_of(32) as u32;
+        let cfg = LaunchConfig { grid_dim: (b as u32, (h + 2 * kv) as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument types and order match verdict_qkv_rope_write_bf16; the own caches
+        // hold `rows` ≥ b rows of `cap` slots, and the slot is below cap (the runner's frontier).
+        unsafe { f.launch(cfg) }.w()?;
+        Ok(done(q, dev, Shape::from((b, h * d))))
     }
 }

@@ -17,9 +17,28 @@ pub fn enabled() -> bool {
     *ENABLED
 }
 
+thread_local! {
+    /// Regions inside this are not timed: a CUDA graph's capture may not wait for the device.
+    static SUSPENDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// While the guard lives, `time` only runs its function (a CUDA graph is being captured).
+pub struct Suspended(());
+
+pub fn suspend() -> Suspended {
+    SUSPENDED.with(|s| s.set(s.get() + 1));
+    Suspended(())
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        SUSPENDED.with(|s| s.set(s.get() - 1));
+    }
+}
+
 /// Run `f`, timing it under (phase, region) when profiling is on.
 pub fn time<T>(phase: &'static str, region: &'static str, device: &Device, f: impl FnOnce() -> T) -> T {
-    if !enabled() {
+    if !enabled() || SUSPENDED.with(|s| s.get() > 0) {
         return f();
     }
     let _ = device.synchronize();

@@ -145,6 +145,27 @@ impl Plan {
         split
     }
 
+    /// How big the plan's tables are.
+    pub fn size(&self) -> PlanSize {
+        PlanSize { units: self.units(), unit_rows: self.unit_rows.len(), row_parts: self.row_parts.len(), slots: self.slots }
+    }
+
+    /// The same work in tables of exactly `size` (each at least this plan's): units that
+    /// read no rows and no keys (the kernel's blocks for them return at once), rows and parts
+    /// no unit points at, partial slots nobody writes. A step captured in a CUDA graph
+    /// launches a fixed grid over fixed buffers; any plan that fits is padded to them.
+    pub fn padded(&self, size: PlanSize) -> Option<Plan> {
+        if !self.size().fits(size) {
+            return None;
+        }
+        let mut p = self.clone();
+        p.units.resize(size.units * UNIT_FIELDS, 0);
+        p.unit_rows.resize(size.unit_rows, 0);
+        p.row_parts.resize(size.row_parts, 0);
+        p.slots = size.slots;
+        Some(p)
+    }
+
     fn unit(&self, u: usize) -> &[i64] {
         &self.units[u * UNIT_FIELDS..(u + 1) * UNIT_FIELDS]
     }
@@ -164,6 +185,34 @@ impl Plan {
     }
 }
 
+/// The lengths of a plan's tables, and the partial slots it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanSize {
+    pub units: usize,
+    pub unit_rows: usize,
+    pub row_parts: usize,
+    pub slots: usize,
+}
+
+impl PlanSize {
+    /// Every table of `self` fits in `other`'s.
+    pub fn fits(&self, other: PlanSize) -> bool {
+        self.units <= other.units && self.unit_rows <= other.unit_rows && self.row_parts <= other.row_parts && self.slots <= other.slots
+    }
+
+    /// Room for this plan and the larger ones that follow it: each table rounded up to a
+    /// power of two, at least `floor`, and at least `at_least`'s (a size outgrown before).
+    pub fn room(&self, floor: usize, at_least: PlanSize) -> PlanSize {
+        let up = |x: usize, y: usize| x.max(floor).next_power_of_two().max(y);
+        PlanSize {
+            units: up(self.units, at_least.units),
+            unit_rows: up(self.unit_rows, at_least.unit_rows),
+            row_parts: up(self.row_parts, at_least.row_parts),
+            slots: up(self.slots, at_least.slots),
+        }
+    }
+}
+
 /// A [`Plan`] with its tables on the device.
 pub struct DevicePlan {
     #[allow(dead_code)] // the device tables are read by the CUDA path only
@@ -177,6 +226,26 @@ pub struct DevicePlan {
     #[allow(dead_code)]
     row_parts: Tensor,
     host: Plan,
+}
+
+impl DevicePlan {
+    /// Put `plan` (exactly this plan's size: see [`Plan::padded`]) in this plan's device
+    /// tables, in place: a captured CUDA graph reads them at the addresses it was captured
+    /// with.
+    #[cfg(feature = "cuda")]
+    pub fn overwrite(&mut self, plan: Plan) -> candle_core::Result<()> {
+        use crate::kernels::cuda::overwrite;
+        if plan.size() != self.host.size() || plan.row_pos.len() != self.host.row_pos.len() || (plan.kv, plan.g) != (self.host.kv, self.host.g) {
+            candle_core::bail!("segmented attention: a plan of {:?} cannot replace one of {:?}", plan.size(), self.host.size());
+        }
+        overwrite(&self.units, &plan.units)?;
+        overwrite(&self.unit_rows, &plan.unit_rows)?;
+        overwrite(&self.row_pos, &plan.row_pos)?;
+        overwrite(&self.row_parts_ptr, &plan.row_parts_ptr)?;
+        overwrite(&self.row_parts, &plan.row_parts)?;
+        self.host = plan;
+        Ok(())
+    }
 }
 
 /// How scores are shaped before the softmax.

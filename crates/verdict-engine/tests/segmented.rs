@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use verdict_engine::folder::ModelFolder;
 use verdict_engine::model::{Decoder, KvCache, PromptPool, Segments, Step};
-use verdict_engine::segmented::{attend, dense_reference, Plan, Scoring, Segment};
+use verdict_engine::segmented::{attend, dense_reference, Plan, PlanSize, Scoring, Segment};
 
 struct Case {
     kv: usize,
@@ -113,10 +113,17 @@ fn segments_equal_one_softmax_over_each_rows_keys() {
         let want = dense(&c, &b, scoring, &pos);
         // Units of every shape: whole segments, splits of 5 keys, one row per unit.
         for (max_queries, split) in [(64, 1024), (6, 5), (3, 7)] {
-            let plan = Plan::new(&groups, &pos, c.kv, c.g, max_queries, split).upload(&Device::Cpu).unwrap();
-            let got = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &plan, scoring).unwrap();
+            let plan = Plan::new(&groups, &pos, c.kv, c.g, max_queries, split);
+            let got = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &plan.upload(&Device::Cpu).unwrap(), scoring).unwrap();
             let diff = max_diff(&got, &want);
             assert!(diff < 1e-5, "{scoring:?}, {max_queries} queries and {split} keys a unit: off by {diff}");
+            // Padded to a CUDA graph's fixed tables (empty units, unread parts and slots),
+            // the same work gives the same numbers.
+            let padded = plan.padded(plan.size().room(64, PlanSize::default())).unwrap();
+            assert!(padded.units() >= 64 && padded.units() > plan.units());
+            let again = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &padded.upload(&Device::Cpu).unwrap(), scoring).unwrap();
+            assert_eq!(max_diff(&again, &got), 0.0, "{scoring:?}: padding the plan changed the output");
+            assert!(plan.padded(PlanSize { units: plan.units() - 1, ..plan.size() }).is_none(), "a plan padded into fewer units than it has");
         }
     }
 }
@@ -174,14 +181,15 @@ fn check_pooled_decode(
     for s in 0..steps {
         let positions: Vec<usize> = prompts.iter().map(|p| p.len() + s).collect();
         let plan = Plan::new(&segments(s), &positions, kv, g, 64, 16).upload(&dev).unwrap();
-        let step = Step {
-            tokens: Tensor::from_vec(own_tokens.iter().map(|t| t[s]).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
-            positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
-            mask: Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap(),
-            sliding_mask: None,
-            offset: s,
-            pads: None,
-        };
+        // Odd steps write their keys and values at a slot read from a tensor, as the
+        // engine's decode steps (and their CUDA graphs) do; even steps at `offset`.
+        let segmented = Step::segmented(
+            Tensor::from_vec(own_tokens.iter().map(|t| t[s]).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
+            Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(), (rows, 1), &dev).unwrap(),
+            if s % 2 == 1 { 0 } else { s },
+        );
+        let slot = (s % 2 == 1).then(|| Tensor::from_slice(&[s as u32], (1, 1, 1, 1), &dev).unwrap());
+        let step = Step { slot, ..segmented };
         let h = model.forward_segmented(&step, &mut own, Segments { pool, plan: &plan }).unwrap();
         logits = Some(model.head(&Decoder::last(&h).unwrap()).unwrap());
     }
@@ -279,6 +287,8 @@ fn the_cuda_kernels_match_the_cpu() {
         let max_q = verdict_engine::segmented::max_queries(d).unwrap();
         for scoring in [Scoring { scale: 0.1, softcap: 0.0, window: 0 }, Scoring { scale: 0.1, softcap: 5.0, window: 700 }] {
             let plan = Plan::new(&groups, &pos, kv, g, max_q, 256);
+            // As a CUDA graph runs it: padded with empty units the kernel must skip.
+            let padded = plan.padded(plan.size().room(64, PlanSize::default())).unwrap();
             let want = attend(&b.q, (&b.pool.0, &b.pool.1), (&b.own.0, &b.own.1), &plan.upload(&Device::Cpu).unwrap(), scoring).unwrap();
             let got = attend(&on(&b.q), (&on(&b.pool.0), &on(&b.pool.1)), (&on(&b.own.0), &on(&b.own.1)), &plan.upload(&gpu).unwrap(), scoring)
                 .unwrap()
@@ -289,7 +299,91 @@ fn the_cuda_kernels_match_the_cpu() {
             let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             let diff = max_diff(&got, &want);
             assert!(diff <= 1e-2 * scale, "head_dim {d}, {scoring:?}: off by {diff} (outputs up to {scale})");
+            let got_padded = attend(&on(&b.q), (&on(&b.pool.0), &on(&b.pool.1)), (&on(&b.own.0), &on(&b.own.1)), &padded.upload(&gpu).unwrap(), scoring)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            assert_eq!(max_diff(&got_padded, &got), 0.0, "head_dim {d}: padding the plan changed the kernel's output");
             eprintln!("head_dim {d}, {scoring:?}: max difference {diff:.2e} of {scale:.2e}, {} units", plan.units());
         }
+    }
+}
+
+/// A decode step replayed from a CUDA graph computes exactly what the same step computes
+/// eagerly: greedy decoding of eight rows over three pooled prompts, through rows freed
+/// and refilled (the plan changes under the graph) and the own cache's frontier moving left
+/// (the write slot jumps back), for every architecture. Run on the GPU machine.
+#[cfg(feature = "cuda")]
+#[test]
+fn a_decode_step_replayed_from_a_cuda_graph_equals_the_eager_step() {
+    use verdict_engine::engine::runner::{PromptKv, Runner};
+    let (gpu, dtype) = verdict_engine::device::pick("cuda").expect("a CUDA build's tests run on a GPU");
+    for arch in common::ARCHS {
+        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
+        let cfg = folder.config().unwrap();
+        let model = folder.decoder(&cfg, dtype, &gpu).unwrap();
+        let prompts: Vec<Vec<u32>> = (0..3).map(|p| (0..20 + 7 * p).map(|i| ((i * 31 + p * 7) % 200 + 3) as u32).collect()).collect();
+        let run = |graphs: bool| -> (Vec<Vec<f32>>, (usize, usize)) {
+            let mut runner = Runner::new(&model, 8, 64, 256, &[], 0, graphs).unwrap();
+            let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+            let kvs: Vec<PromptKv> = runner.prefill(&refs).unwrap().into_iter().map(Option::unwrap).collect();
+            let admissions: Vec<(usize, &PromptKv)> = (0..8).map(|r| (r, &kvs[r % 3])).collect();
+            runner.admit(&admissions);
+            let (mut tokens, mut live, mut out) = (vec![5u32; 8], 8, Vec::new());
+            for step in 0..100 {
+                if step == 30 {
+                    (5..8).for_each(|r| runner.release(r));
+                    live = 5;
+                }
+                if step == 40 {
+                    // Every row starts a new sample: at step 64 the frontier reaches the
+                    // cache's end and the live part moves left.
+                    (0..5).for_each(|r| runner.release(r));
+                    runner.admit(&admissions);
+                    live = 8;
+                }
+                let rows: Vec<Vec<f32>> = runner.decode(&tokens).unwrap().to_dtype(DType::F32).unwrap().to_vec2().unwrap();
+                tokens = rows.iter().map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32).collect();
+                out.push(rows[..live].concat());
+            }
+            (out, runner.graph_counts())
+        };
+        let (eager, none) = run(false);
+        let (graphed, (captures, replays)) = run(true);
+        assert_eq!(none, (0, 0), "{arch:?}: graphs were used with graphs off");
+        assert!(replays >= 90 && captures <= 3, "{arch:?}: {captures} captures, {replays} replays of 100 steps");
+        for (s, (a, b)) in eager.iter().zip(&graphed).enumerate() {
+            assert!(a == b, "{arch:?}: step {s}'s logits differ between the graph and the eager step");
+        }
+        eprintln!("{arch:?}: 100 steps, {captures} captures, {replays} replays, logits identical");
+    }
+}
+
+/// The fused decode kernel (bias, q/k norms, rotary embedding and the cache write in one
+/// launch) computes what the unfused candle ops compute, step after step of greedy decoding
+/// over a pooled prompt, for every architecture. Run on the GPU machine.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_fused_decode_kernel_matches_the_unfused_ops() {
+    let (gpu, dtype) = verdict_engine::device::pick("cuda").expect("a CUDA build's tests run on a GPU");
+    for arch in common::ARCHS {
+        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
+        let cfg = folder.config().unwrap();
+        let model = folder.decoder(&cfg, dtype, &gpu).unwrap();
+        let input: Vec<u32> = (0..40).map(|i| (i * 37 % 250 + 3) as u32).collect();
+        let (fused_tokens, fused) = verdict_engine::probe::greedy_steps(&model, &input, 24, cfg.vocab_size, true).unwrap();
+        let (plain_tokens, plain) = verdict_engine::probe::greedy_steps(&model, &input, 24, cfg.vocab_size, false).unwrap();
+        let (mut worst, mut scale) = (0f32, 0f32);
+        for (a, b) in fused.iter().zip(&plain) {
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.max((x - y).abs());
+                scale = scale.max(y.abs());
+            }
+        }
+        eprintln!("{arch:?}: fused vs unfused decode logits differ by at most {worst:.2e} (logits up to {scale:.2e})");
+        assert_eq!(fused_tokens, plain_tokens, "{arch:?}: greedy tokens changed with the fused kernel");
+        assert!(worst <= 1e-2 * scale, "{arch:?}: fused decode off by {worst} (logits up to {scale})");
     }
 }

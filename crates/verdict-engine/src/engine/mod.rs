@@ -6,6 +6,7 @@
 //! samples into the rows that freed up, and returns the samples that finished, so the GPU
 //! never waits for the longest judgement of a batch.
 
+pub mod graphs;
 pub mod runner;
 pub mod sampling;
 pub mod scheduler;
@@ -54,6 +55,9 @@ pub struct GenStats {
     pub prompt_slots_held: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// Decode steps captured into CUDA graphs, and steps replayed from them.
+    pub graph_captures: usize,
+    pub graph_replays: usize,
 }
 
 impl GenStats {
@@ -72,6 +76,8 @@ impl GenStats {
         self.prompt_slots_held += o.prompt_slots_held;
         self.prefill_seconds += o.prefill_seconds;
         self.decode_seconds += o.decode_seconds;
+        self.graph_captures += o.graph_captures;
+        self.graph_replays += o.graph_replays;
     }
 }
 
@@ -97,6 +103,8 @@ pub struct Sizes {
     pub max_new: usize,
     /// Prompt-pool slots (at least `max_prompt`), besides the header's.
     pub pool_slots: usize,
+    /// Replay small decode steps from CUDA graphs (on CUDA).
+    pub cuda_graphs: bool,
 }
 
 /// Own-cache slots per row for judgements of up to `max_new` tokens: slack beyond the
@@ -127,10 +135,10 @@ impl<'a> Engine<'a> {
     /// spec starts with; empty: none) once for every row.
     pub fn new(model: &'a Decoder, tok: &'a Tok, stage: SamplingStage<'a>, sizes: Sizes, header: &[u32]) -> Result<Self> {
         let pad_id = tok.stop_ids.first().copied().unwrap_or(0);
-        let Sizes { rows, max_prompt, max_new, pool_slots } = sizes;
+        let Sizes { rows, max_prompt, max_new, pool_slots, cuda_graphs } = sizes;
         let rows = rows.max(1);
         Ok(Self {
-            runner: Runner::new(model, rows, own_slots(max_new), pool_slots.max(max_prompt), header, pad_id)?,
+            runner: Runner::new(model, rows, own_slots(max_new), pool_slots.max(max_prompt), header, pad_id, cuda_graphs)?,
             scheduler: Scheduler::new(rows),
             stage,
             tok,
@@ -165,6 +173,8 @@ impl<'a> Engine<'a> {
             kv_slots: self.runner.kv_allocated(),
             kv_slots_peak: self.runner.kv_peak,
             prompt_slots_held: self.runner.prompts_held(),
+            graph_captures: self.runner.graph_counts().0,
+            graph_replays: self.runner.graph_counts().1,
             ..self.stats
         }
     }

@@ -17,9 +17,10 @@
 
 use std::rc::Rc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{ComputeContext, Result};
+use super::graphs::{DeviceInputs, StepInputs};
 use crate::model::{Decoder, KvCache, PromptPool, Segments, Step};
 use crate::profile;
 use crate::segmented::{self, Plan, Segment};
@@ -84,7 +85,11 @@ pub struct Runner<'m> {
     prompts: Vec<Option<Reads>>,
     header: Option<Header>,
     pad_id: u32,
-    dummy_mask: Tensor,
+    /// CUDA graphs of decode steps, when the device is CUDA and they are wanted.
+    #[cfg(feature = "cuda")]
+    graphs: Option<super::graphs::DecodeGraphs>,
+    #[cfg(not(feature = "cuda"))]
+    graphs: Option<std::convert::Infallible>,
     /// The most query vectors a unit of segmented attention takes (the CUDA kernel's bound).
     max_queries: usize,
     /// Times the live part of the own cache was moved left.
@@ -98,18 +103,25 @@ pub struct Runner<'m> {
 impl<'m> Runner<'m> {
     /// `rows` rows of `own` own slots each, and a pool of `pool_slots` prompt tokens besides
     /// the template `header` (held once for every prompt that starts with it; empty: none).
-    pub fn new(model: &'m Decoder, rows: usize, own: usize, pool_slots: usize, header: &[u32], pad_id: u32) -> Result<Self> {
+    /// `graphs`: capture small decode steps into CUDA graphs (on CUDA; a profile then times
+    /// a replay as one region).
+    pub fn new(model: &'m Decoder, rows: usize, own: usize, pool_slots: usize, header: &[u32], pad_id: u32, graphs: bool) -> Result<Self> {
         let (cfg, dtype, device) = (model.config(), model.dtype(), model.device());
         let own_cache = KvCache::new(cfg, rows, own, dtype, device).step("allocating the KV cache")?;
         let header = if header.len() >= MIN_HEADER { header } else { &[] };
         let pool = PromptPool::new(cfg, pool_slots + header.len(), dtype, device).step("allocating the prompt pool")?;
-        let dummy_mask = Tensor::zeros((1, 1, 1, 1), DType::F32, device).step("allocating the KV cache")?;
         let max_queries = if device.is_cuda() {
             segmented::max_queries(cfg.head_dim).ok_or_else(|| crate::EngineError::Device(format!("no attention kernel for head_dim {}", cfg.head_dim)))?
         } else {
             64
         };
-        let mut runner = Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], header: None, pad_id, dummy_mask, max_queries, moves: 0, prefill_tokens: 0, kv_peak: 0 };
+        let mut runner = Self { model, pool, own: own_cache, offset: 0, starts: vec![0; rows], prompts: vec![None; rows], header: None, pad_id, graphs: None, max_queries, moves: 0, prefill_tokens: 0, kv_peak: 0 };
+        #[cfg(feature = "cuda")]
+        if graphs && device.is_cuda() {
+            runner.graphs = Some(super::graphs::DecodeGraphs::new(rows));
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = graphs;
         if !header.is_empty() {
             runner.hold_header(header)?;
         }
@@ -158,14 +170,11 @@ impl<'m> Runner<'m> {
         let split = Plan::split_for(&groups, kv, g, self.max_queries, MIN_SPLIT_KEYS, FILL_BLOCKS);
         let plan = Plan::new(&groups, &row_pos, kv, g, self.max_queries, split).upload(&device).step("prefill plan")?;
         let mut cache = KvCache::new(cfg, 1, total, self.model.dtype(), &device).step("allocating the prefill cache")?;
-        let step = Step {
-            tokens: Tensor::from_vec(tokens, (1, total), &device).step("prefill input")?,
-            positions: Tensor::from_vec(positions, (1, total), &device).step("prefill input")?,
-            mask: self.dummy_mask.clone(),
-            sliding_mask: None,
-            offset: 0,
-            pads: None,
-        };
+        let step = Step::segmented(
+            Tensor::from_vec(tokens, (1, total), &device).step("prefill input")?,
+            Tensor::from_vec(positions, (1, total), &device).step("prefill input")?,
+            0,
+        );
         self.prefill_tokens += total;
         let segments = Segments { pool: &self.pool, plan: &plan };
         let hidden = profile::time("prefill", "forward", &device, || self.model.forward_segmented(&step, &mut cache, segments)).step("prefill")?;
@@ -367,7 +376,7 @@ impl<'m> Runner<'m> {
 
     /// One decode step over the first `tokens.len()` rows (at least `active()`): `tokens[r]`
     /// is fed for row r (a free row's is ignored). Returns their logits, `[tokens.len(), V]`
-    /// f32.
+    /// f32, valid until the next step (on CUDA they may sit in a graph's output buffer).
     pub fn decode(&mut self, tokens: &[u32]) -> Result<Tensor> {
         let n = tokens.len();
         if n < self.active() || n > self.rows() {
@@ -380,21 +389,52 @@ impl<'m> Runner<'m> {
         let offset = self.offset;
         let own_used: usize = (0..n).filter(|&r| self.prompts[r].is_some()).map(|r| offset + 1 - self.starts[r]).sum();
         self.kv_peak = self.kv_peak.max(self.pool.slots.capacity() - self.pool.slots.free_slots() + own_used);
-        let positions: Vec<usize> = (0..n).map(|r| self.prompts[r].map_or(0, |p| p.tokens() + offset - self.starts[r])).collect();
-        let tokens: Vec<u32> = (0..n).map(|r| if self.prompts[r].is_some() { tokens[r] } else { self.pad_id }).collect();
-        let plan = profile::time("decode", "plan", &device, || self.plan(n, &positions).upload(&device)).step("attention plan")?;
-        let step = Step {
-            tokens: Tensor::from_vec(tokens, (n, 1), &device).step("decode input")?,
-            positions: Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<_>>(), (n, 1), &device).step("decode input")?,
-            mask: self.dummy_mask.clone(),
-            sliding_mask: None,
-            offset,
-            pads: None,
+        // In a graph the step runs over its bucket's rows: those past `n` are free.
+        let graphed = self.bucket(n);
+        let b = graphed.unwrap_or(n);
+        let positions: Vec<usize> = (0..b).map(|r| self.prompts[r].map_or(0, |p| p.tokens() + offset - self.starts[r])).collect();
+        let tokens: Vec<u32> = (0..b).map(|r| if self.prompts[r].is_some() { tokens[r] } else { self.pad_id }).collect();
+        let plan = profile::time("decode", "plan", &device, || self.plan(b, &positions));
+        let positions: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+        let inputs = StepInputs { tokens: &tokens, positions: &positions, slot: offset as u32, plan };
+        let (model, pool, own) = (self.model, &self.pool, &mut self.own);
+        let mut forward = |inputs: &DeviceInputs| -> candle_core::Result<Tensor> {
+            let step = Step { slot: Some(inputs.slot.clone()), ..Step::segmented(inputs.tokens.clone(), inputs.positions.clone(), offset) };
+            let hidden = profile::time("decode", "forward", model.device(), || model.forward_segmented(&step, own, Segments { pool, plan: &inputs.plan }))?;
+            model.head(&Decoder::last(&hidden)?)
         };
-        let segments = Segments { pool: &self.pool, plan: &plan };
-        let hidden = profile::time("decode", "forward", &device, || self.model.forward_segmented(&step, &mut self.own, segments)).step("decode step")?;
-        let logits = self.model.head(&Decoder::last(&hidden).step("decode step")?).step("decode head")?;
+        let logits = match &mut self.graphs {
+            #[cfg(feature = "cuda")]
+            Some(graphs) if graphed.is_some() => graphs.run(&device, inputs, &mut forward).step("decode step (CUDA graph)")?,
+            _ => {
+                let inputs = profile::time("decode", "plan upload", &device, || DeviceInputs::upload(inputs, &device)).step("attention plan")?;
+                forward(&inputs).step("decode step")?
+            }
+        };
         self.offset += 1;
-        Ok(logits)
+        if b == n {
+            Ok(logits)
+        } else {
+            logits.narrow(0, 0, n).step("decode step")
+        }
+    }
+
+    /// The rows a step of `n` rows runs over in a CUDA graph, if one takes it.
+    fn bucket(&self, n: usize) -> Option<usize> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.graphs {
+            return g.bucket(n);
+        }
+        let _ = n;
+        None
+    }
+
+    /// Decode steps captured into CUDA graphs, and steps replayed from them.
+    pub fn graph_counts(&self) -> (usize, usize) {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.graphs {
+            return (g.captures, g.replays);
+        }
+        (0, 0)
     }
 }

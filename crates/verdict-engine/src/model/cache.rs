@@ -51,6 +51,17 @@ impl KvCache {
         Ok((ck.narrow(2, 0, offset + t)?, cv.narrow(2, 0, offset + t)?))
     }
 
+    /// Write one token per row, `k`, `v` (`[b, kv_heads, 1, head_dim]`), into the first `b`
+    /// rows of layer `layer` at the slot `index` holds (u32 `[b, kv_heads, 1, head_dim]`, every
+    /// element that slot). The slot is read on the device, so a decode step captured in a CUDA
+    /// graph writes wherever the frontier is when it is replayed.
+    pub fn write_indexed(&mut self, layer: usize, index: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+        let b = k.dim(0)?;
+        let (ck, cv) = &self.layers[layer];
+        ck.narrow(0, 0, b)?.scatter_set(index, &k.contiguous()?, 2)?;
+        cv.narrow(0, 0, b)?.scatter_set(index, &v.contiguous()?, 2)
+    }
+
     /// Copy prompt caches into this one: row `rows[i]` of `src` becomes row `row0 + i` here,
     /// its slots `0..src.capacity` landing at slots `at..at + src.capacity`. This is how one
     /// prefill of a prompt is shared by every sample that uses it.

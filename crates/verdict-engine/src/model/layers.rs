@@ -13,8 +13,15 @@ use super::KvCache;
 pub struct LayerInput<'a> {
     pub cos: &'a Tensor,
     pub sin: &'a Tensor,
-    pub mask: &'a Tensor,
+    /// `None` for a segmented step.
+    pub mask: Option<&'a Tensor>,
     pub offset: usize,
+    /// Write the step's keys and values where this index says (`KvCache::write_indexed`)
+    /// instead of at `offset`.
+    pub write_index: Option<&'a Tensor>,
+    /// The own-cache slot as a device u32 `[1, 1, 1, 1]` (`Step::slot`), which the fused
+    /// decode kernel reads itself.
+    pub slot: Option<&'a Tensor>,
     /// Each row's left padding (u32 `[b]`), for the CUDA attention kernels (see `Step::pads`).
     pub pads: Option<&'a Tensor>,
     /// A step whose attention runs over segments (a decode step over prompts held in a pool,
@@ -129,9 +136,32 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor, input: &LayerInput<'_>, cache: &mut KvCache, layer: usize) -> candle_core::Result<Tensor> {
-        let LayerInput { cos, sin, mask, offset, pads, segments } = *input;
-        let (b, t, _) = x.dims3()?;
+        let LayerInput { cos, sin, mask, offset, write_index, slot, pads, segments } = *input;
+        let (b, t, hidden) = x.dims3()?;
         let hd = self.head_dim;
+        let g = self.heads / self.kv_heads;
+        // A decode step on CUDA: bias, q/k norms, rotary embedding and the cache write in one
+        // kernel (kernels::qkv_rope_write) instead of about ten launches.
+        if let (Some(seg), Some(slot), true) = (segments, slot, t == 1 && kernels::fused(x) && self.q_norm.as_ref().is_none_or(|n| n.cast_first)) {
+            let qkv = profile::time("decode", "qkv proj", x.device(), || x.reshape((b, hidden))?.matmul(&self.qkv.weight().t()?))?;
+            let (own_k, own_v) = cache.layer(layer);
+            let op = kernels::QkvRopeWrite {
+                bias: self.qkv.bias(),
+                q_norm: self.q_norm.as_ref().map(|n| &n.weight),
+                k_norm: self.k_norm.as_ref().map(|n| &n.weight),
+                eps: self.q_norm.as_ref().map_or(0.0, |n| n.eps as f32),
+                cos,
+                sin,
+                own_k,
+                own_v,
+                slot,
+                heads: self.heads,
+                kv_heads: self.kv_heads,
+                head_dim: hd,
+            };
+            let q = profile::time("decode", "rope+write", x.device(), || kernels::qkv_rope_write(&qkv, &op))?.reshape((b, self.kv_heads, g, hd))?;
+            return self.attend_segmented(&q, seg, cache, layer, b, t);
+        }
         let qkv = self.qkv.forward(x)?;
         let mut from = 0;
         let mut split = |heads: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
@@ -148,24 +178,26 @@ impl Attention {
         let v = split(self.kv_heads, &None)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
-        let l = k_all.dim(2)?;
-        let g = self.heads / self.kv_heads;
         if let Some(seg) = segments {
             if b > 1 && t > 1 {
                 candle_core::bail!("segmented attention takes one token per row or one sequence, not [{b}, {t}]");
             }
-            // The rows' own tokens are in `cache` (whole rows: the plan addresses them by
-            // slot); their prompts in the pool.
-            let (own_k, own_v) = cache.layer(layer);
-            let (own_k, own_v) = (own_k.narrow(0, 0, b)?, own_v.narrow(0, 0, b)?);
-            let scoring = crate::segmented::Scoring { scale: self.scale as f32, softcap: self.softcap.unwrap_or(0.0) as f32, window: self.window.unwrap_or(0) };
+            match (write_index, slot) {
+                (Some(index), _) => cache.write_indexed(layer, index, &k, &v)?,
+                (None, None) => {
+                    cache.write(layer, offset, &k, &v)?;
+                }
+                // `offset` is stale in a replayed graph: never write there instead.
+                (None, Some(_)) => candle_core::bail!("a decode step with a device-side slot reached the unfused write without its index"),
+            }
             // [b, heads, t, hd] → one query row per position: [b·t, kv, g, hd].
             let q = if t == 1 { q.reshape((b, self.kv_heads, g, hd))? } else { q.transpose(1, 2)?.reshape((b * t, self.kv_heads, g, hd))? };
-            let out = crate::segmented::attend(&q, seg.pool.layer(layer), (&own_k, &own_v), seg.plan, scoring)?;
-            return self.o.forward(&out.reshape((b, t, self.heads * hd))?);
+            return self.attend_segmented(&q, seg, cache, layer, b, t);
         }
 
+        let (k_all, v_all) = cache.write(layer, offset, &k, &v)?;
+        let l = k_all.dim(2)?;
+        let Some(mask) = mask else { candle_core::bail!("a dense attention step needs a mask") };
         // Grouped-query attention without copying K/V per query head: fold each KV head's
         // query group into the row dimension, [b, kv, g*t, hd] x [b, kv, hd, L]. Scores are
         // scaled after the product, in the activation dtype, as transformers does.
@@ -191,6 +223,21 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, self.heads * hd))?;
         self.o.forward(&out)
+    }
+}
+
+impl Attention {
+    /// Segmented attention of the step's queries (`[b·t, kv, g, hd]`, one row per query
+    /// position) over the pool and the rows' own tokens, then the output projection.
+    fn attend_segmented(&self, q: &Tensor, seg: Segments<'_>, cache: &KvCache, layer: usize, b: usize, t: usize) -> candle_core::Result<Tensor> {
+        // The rows' own tokens are in `cache` (whole rows: the plan addresses them by slot);
+        // their prompts in the pool.
+        let (own_k, own_v) = cache.layer(layer);
+        let (own_k, own_v) = (own_k.narrow(0, 0, b)?, own_v.narrow(0, 0, b)?);
+        let scoring = crate::segmented::Scoring { scale: self.scale as f32, softcap: self.softcap.unwrap_or(0.0) as f32, window: self.window.unwrap_or(0) };
+        let phase = if t == 1 { "decode" } else { "prefill" };
+        let out = profile::time(phase, "segments", q.device(), || crate::segmented::attend(q, seg.pool.layer(layer), (&own_k, &own_v), seg.plan, scoring))?;
+        profile::time(phase, "o proj", q.device(), || self.o.forward(&out.reshape((b, t, self.heads * self.head_dim))?))
     }
 }
 

@@ -31,8 +31,9 @@ pub struct Step {
     pub tokens: Tensor,
     /// `[b, t]` rotary positions (u32): each sequence counts from its own first real token.
     pub positions: Tensor,
-    /// `[b, 1, t, L]` f32 additive mask (0 or -inf) over the L = `offset + t` cache slots.
-    pub mask: Tensor,
+    /// `[b, 1, t, L]` f32 additive mask (0 or -inf) over the L = `offset + t` cache slots;
+    /// `None` for a segmented step, whose kernels mask by position.
+    pub mask: Option<Tensor>,
     /// The same for sliding-window layers (Gemma 2), when the model has any.
     pub sliding_mask: Option<Tensor>,
     /// Cache slot where this step's first token is written.
@@ -40,9 +41,19 @@ pub struct Step {
     /// Each row's left padding (u32 `[b]`), from which the CUDA attention kernels build the
     /// mask themselves instead of reading `mask`. `None` means: use `mask`.
     pub pads: Option<Tensor>,
+    /// A decode step's own-cache slot as a device u32 `[1, 1, 1, 1]`, read in place of
+    /// `offset`: what a step captured in a CUDA graph writes at wherever it is replayed.
+    pub slot: Option<Tensor>,
 }
 
 impl Step {
+    /// A step whose attention runs over segments (crate::segmented): `tokens` and `positions`
+    /// `[b, t]`, keys and values written at own-cache slot `offset`. No mask: the kernels
+    /// mask by position.
+    pub fn segmented(tokens: Tensor, positions: Tensor, offset: usize) -> Step {
+        Step { tokens, positions, mask: None, sliding_mask: None, offset, pads: None, slot: None }
+    }
+
     /// The prefill step for whole sequences, left-padded with `pad_id` to `width` (at least
     /// the longest): every sequence counts its positions from its first real token. Returns
     /// the step and the padding of each row.
@@ -66,10 +77,11 @@ impl Step {
         let step = Step {
             tokens: Tensor::from_vec(tokens, (b, p), device)?,
             positions: Tensor::from_vec(positions, (b, p), device)?,
-            mask: causal_mask(&pads, 0, p, None, device)?,
+            mask: Some(causal_mask(&pads, 0, p, None, device)?),
             sliding_mask: window.map(|w| causal_mask(&pads, 0, p, Some(w), device)).transpose()?,
             offset: 0,
             pads: Some(Tensor::from_vec(pads.iter().map(|&x| x as u32).collect::<Vec<_>>(), b, device)?),
+            slot: None,
         };
         Ok((step, pads))
     }
@@ -149,12 +161,22 @@ impl Decoder {
             h = h.broadcast_mul(&scale)?;
         }
         let (cos, sin) = self.rope.gather(&step.positions)?;
+        // Where each row's keys and values go when the slot is read on the device: every
+        // element of a [b, kv, 1, head_dim] index holds it (what scatter_set takes). The
+        // fused CUDA decode kernel reads the slot itself.
+        let write_index = match &step.slot {
+            Some(slot) if !crate::kernels::fused(&h) => {
+                let b = step.tokens.dim(0)?;
+                Some(slot.broadcast_as((b, self.cfg.num_key_value_heads, 1, self.cfg.head_dim))?.contiguous()?)
+            }
+            _ => None,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let mask = match (&step.sliding_mask, layer.sliding) {
-                (Some(m), true) => m,
-                _ => &step.mask,
+                (Some(m), true) => Some(m),
+                _ => step.mask.as_ref(),
             };
-            let input = LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset, pads: step.pads.as_ref(), segments };
+            let input = LayerInput { cos: &cos, sin: &sin, mask, offset: step.offset, write_index: write_index.as_ref(), slot: step.slot.as_ref(), pads: step.pads.as_ref(), segments };
             h = layer.forward(&h, &input, cache, i)?;
         }
         self.norm.forward(&h)
@@ -185,10 +207,11 @@ impl Decoder {
         let step = Step {
             tokens: Tensor::new(tokens, &self.device)?.unsqueeze(0)?,
             positions: Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?,
-            mask: causal_mask(&[0], 0, t, None, &self.device)?,
+            mask: Some(causal_mask(&[0], 0, t, None, &self.device)?),
             sliding_mask: self.sliding_window().map(|w| causal_mask(&[0], 0, t, Some(w), &self.device)).transpose()?,
             offset: 0,
             pads: Some(Tensor::zeros(1, DType::U32, &self.device)?),
+            slot: None,
         };
         let h = self.forward(&step, &mut cache)?;
         self.head(&h)?.squeeze(0)
