@@ -11,7 +11,8 @@
 # the chat template; 1400 gives about 1,500). Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
 # sweeps HF_EAGER_BATCHES and the static cache with compilation HF_STATIC_BATCHES (each of
 # those compiles for its shapes in an untimed warm-up, so it gets fewer sizes).
-# Writes JSON lines and the markdown table under $OUT. VERDICT_ONLY=1 skips transformers (a
+# Then the varied workload (VARIED=0 skips it): see below. Writes JSON lines and the
+# markdown tables under $OUT. VERDICT_ONLY=1 skips transformers (a
 # regression check of the engine against the table in bench/RESULTS.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,8 +42,10 @@ echo "device-to-device copy: $COPY_TBPS TB/s (read + write)" | tee -a "$OUT/gpu.
 PROMPTS=${PROMPTS:-512}
 for size in $SIZES; do
   case $size in
-    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,512,1024,2048,4096}; he=${HF_EAGER_BATCHES:-1,8,32,128,512,1024}; hs=${HF_STATIC_BATCHES:-128,512} ;;
-    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256}; hs=${HF_STATIC_BATCHES:-128} ;;
+    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,512,1024,2048,4096}; he=${HF_EAGER_BATCHES:-1,8,32,128,512,1024}; hs=${HF_STATIC_BATCHES:-128,512}
+           items=${VARIED_ITEMS:-256}; vv=${VARIED_BATCHES:-512,4096}; hv=${HF_VARIED_BATCHES:-512} ;;
+    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256}; hs=${HF_STATIC_BATCHES:-128}
+           items=${VARIED_ITEMS:-64}; vv=${VARIED_BATCHES:-128,512}; hv=${HF_VARIED_BATCHES:-128} ;;
     *) echo "unknown size $size (small or medium)"; exit 2 ;;
   esac
   dir=/tmp/models/$name
@@ -61,7 +64,24 @@ for size in $SIZES; do
     python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode static --batches "$hs" 2>"$OUT/hf-static-$tag.log" | tee "$OUT/hf-static-$tag.jsonl"
     rm -f "$OUT/prompts-$tag.json"
   done
+  # Labeling as it looks (VARIED=0 skips it): items with prompts of 600–3,000 tokens and
+  # judgement lengths drawn log-normal around 350 tokens (cap 1,024); Verdict runs the
+  # drawn lengths and every sample at their mean, the peer the drawn lengths.
+  if [ "${VARIED:-1}" != 0 ]; then
+    tag=$name-varied
+    echo "== $name, varied lengths: Verdict"
+    "$BIN" model bench "$dir" --device cuda --k 8 --workload varied --items-count "$items" --new-tokens 1024 \
+      --batches "$vv" --prompts-out "$OUT/prompts-$tag.json" | tee "$OUT/verdict-$tag.jsonl"
+    if [ -z "${VERDICT_ONLY:-}" ]; then
+      for mode in ${HF_VARIED_MODES:-static}; do
+        echo "== $name, varied lengths: transformers $mode"
+        python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode $mode --batches "$hv" 2>"$OUT/hf-$mode-$tag.log" | tee "$OUT/hf-$mode-$tag.jsonl"
+      done
+    fi
+    rm -f "$OUT/prompts-$tag.json"
+  fi
 done
-for pt in $PROMPTS; do
-  python3 bench/gpu/table.py "$COPY_TBPS" "$OUT"/*-p"$pt".jsonl
+for pt in $PROMPTS varied; do
+  case $pt in varied) files=("$OUT"/*-varied.jsonl) ;; *) files=("$OUT"/*-p"$pt".jsonl) ;; esac
+  [ -e "${files[0]}" ] && python3 bench/gpu/table.py "$COPY_TBPS" "${files[@]}"
 done | tee "$OUT/table.md"

@@ -9,22 +9,26 @@ from collections import defaultdict
 
 def main():
     copy = float(sys.argv[1])
-    rows = defaultdict(dict)  # (model, batch) -> engine -> record
+    rows = defaultdict(dict)  # (model, workload, batch) -> engine -> record
     models = []
+    last_model = None
     for path in sys.argv[2:]:
         for line in open(path):
             line = line.strip()
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
-            m = r.get("model") or "?"
+            # The transformers peer names no model: it takes the Verdict file's beside it.
+            m = (r.get("model") or last_model or "?", r.get("workload", "fixed"))
+            last_model = m[0]
             if m not in models:
                 models.append(m)
             rows[(m, r["batch"])][r["engine"]] = r
     for m in models:
         means = [r["mean_prompt_tokens"] for (mm, _), e in rows.items() if mm == m for r in e.values() if "mean_prompt_tokens" in r]
         prompt = f"{sum(means) / len(means):,.0f}" if means else "?"
-        print(f"\n**{m}** (k = 8, {prompt} prompt tokens on average, 256 new tokens per sample; tok/s = generated tokens / wall time of the whole batch, prefill included)\n")
+        new = {"fixed": "256 new tokens per sample", "varied": "judgement lengths drawn log-normal around 350 (cap 1,024)", "fixed-at-mean": "every judgement at the varied draw's mean length"}.get(m[1], m[1])
+        print(f"\n**{m[0]}, {m[1]}** (k = 8, {prompt} prompt tokens on average, {new}; tok/s = generated tokens / wall time of the whole batch, prefill included)\n")
         print("| batch | Verdict tok/s | Verdict items/s | ms/step | transformers eager tok/s | transformers static+compile tok/s | × eager | × static | prefill tok/item Verdict / transformers | decode bandwidth (% of copy rate) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for (mm, batch) in sorted(k for k in rows if k[0] == m):
