@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA graphs for decode steps, on the H200 machine: the GPU tests (kernels against the CPU,
 # padded plans, a graph's replay against the eager step), then `verdict model bench` at
-# small batches with graphs and without (--no-cuda-graphs), k = 8, 256 new tokens.
+# small batches with graphs and without (--no-cuda-graphs), k = 8, 256 new tokens; with
+# SPLITS, graphs again at other shortest units of attention keys.
 # Carry: .carry/verdict.gz and .carry/segmented-test.gz (scripts/build-cuda.sh --tests,
 # strip, gzip). Usage: bash bench/gpu/graphs.sh [small|medium ...]   (default: small)
 set -uo pipefail
@@ -25,6 +26,13 @@ for size in ${*:-small}; do
     echo "== $name, decode steps $mode"
     "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 \
       --batches "${GRAPH_BATCHES:-1,8,32,128,256}" $flag | tee "$OUT/$name-$mode.jsonl"
+  done
+  # SPLITS="64 128": graphs again with shorter units of attention keys (the engine's
+  # VERDICT_MIN_SPLIT_KEYS; 256 is the default).
+  for split in ${SPLITS:-}; do
+    echo "== $name, decode steps in graphs, units of at least $split keys"
+    VERDICT_MIN_SPLIT_KEYS=$split "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens 512 --new-tokens 256 \
+      --batches "${GRAPH_BATCHES:-1,8,32,128,256}" | tee "$OUT/$name-graphs-split$split.jsonl"
   done
 done
 python3 - "$OUT" <<'PY'

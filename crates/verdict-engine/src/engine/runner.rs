@@ -31,7 +31,14 @@ pub(crate) const PREFILL_TOKENS: usize = 16_384;
 
 /// Fewest keys per unit of segmented attention: long prompts are split into units of at least
 /// this many keys so that a few long rows still spread over the GPU (Plan::split_for).
-const MIN_SPLIT_KEYS: usize = 256;
+/// `VERDICT_MIN_SPLIT_KEYS` overrides it, for benchmarks: at small batches every split is
+/// the shortest, and a unit's keys are one tile after another in one block
+/// (bench/RESULTS.md, the fourth H200 session, says why that is the next thing to measure).
+fn min_split_keys() -> usize {
+    static KEYS: std::sync::LazyLock<usize> =
+        std::sync::LazyLock::new(|| std::env::var("VERDICT_MIN_SPLIT_KEYS").ok().and_then(|v| v.parse().ok()).filter(|&k| k >= 32).unwrap_or(256));
+    *KEYS
+}
 
 /// Blocks (units × KV heads) a step's attention should have before splitting stops paying:
 /// about eight per streaming multiprocessor of an H100/H200.
@@ -167,7 +174,7 @@ impl<'m> Runner<'m> {
             groups.insert(0, (Segment::pool(h.start, h.ids.len(), 0, kv, d), header_rows));
         }
         let row_pos: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
-        let split = Plan::split_for(&groups, kv, g, self.max_queries, MIN_SPLIT_KEYS, FILL_BLOCKS);
+        let split = Plan::split_for(&groups, kv, g, self.max_queries, min_split_keys(), FILL_BLOCKS);
         let plan = Plan::new(&groups, &row_pos, kv, g, self.max_queries, split).upload(&device).step("prefill plan")?;
         let mut cache = KvCache::new(cfg, 1, total, self.model.dtype(), &device).step("allocating the prefill cache")?;
         let step = Step::segmented(
@@ -370,7 +377,7 @@ impl<'m> Runner<'m> {
                 groups.push((Segment::own(r, self.starts[r], self.offset + 1 - self.starts[r], p.tokens(), kv, own_cap, d), vec![r]));
             }
         }
-        let split = Plan::split_for(&groups, kv, g, self.max_queries, MIN_SPLIT_KEYS, FILL_BLOCKS);
+        let split = Plan::split_for(&groups, kv, g, self.max_queries, min_split_keys(), FILL_BLOCKS);
         Plan::new(&groups, positions, kv, g, self.max_queries, split)
     }
 
