@@ -15,6 +15,7 @@ mod label;
 mod model_cmd;
 mod output;
 mod query;
+mod revote;
 mod say;
 mod schemas;
 mod serve;
@@ -57,6 +58,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Export a job as training data (DPO pairs, rewards or whole verdicts), JSONL or Parquet.
     Export(query::ExportArgs),
+    /// A job's verdicts at a smaller k, voted again over the stored samples (no GPU), against the stored ones.
+    Revote(revote::RevoteArgs),
     /// Make or inspect model folders.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -91,6 +94,7 @@ fn main() {
         Command::Cancel(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::cancel_cmd(args))),
         Command::Query(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::query_cmd(args))),
         Command::Export(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::export_cmd(args))),
+        Command::Revote(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(revote::run(args))),
     };
     match result {
         Ok(()) => {}

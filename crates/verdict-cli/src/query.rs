@@ -40,6 +40,8 @@ pub struct QueryArgs {
     /// Start after this item id (paging, in item-id order).
     #[arg(long)]
     after: Option<String>,
+    #[command(flatten)]
+    at: AtKArgs,
     /// Print whole records as JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -66,11 +68,26 @@ pub struct ExportArgs {
     /// Export a job that is not done yet: what is stored now, without the items still missing.
     #[arg(long)]
     partial: bool,
+    #[command(flatten)]
+    at: AtKArgs,
     /// Output file: .parquet for Parquet, anything else for JSONL.
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
     addr: CoordinatorAddr,
+}
+
+/// Verdicts at a smaller k than the job's, voted again over each item's first k samples.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct AtKArgs {
+    /// Vote again over each item's first K stored samples (K ≤ the job's k), as a run at K
+    /// would have: no GPU, the same samples. Filters apply to those verdicts.
+    #[arg(long = "k", value_name = "K")]
+    pub k: Option<u32>,
+    /// With --k, on a job voted with a meta reward model: how many of the K samples it keeps
+    /// (default: the job's own, if it fits, else K / 2).
+    #[arg(long = "meta-rm-k", value_name = "K_META", requires = "k")]
+    pub k_meta: Option<u32>,
 }
 
 fn table_row(r: &verdict_core::VerdictRecord) -> String {
@@ -91,6 +108,8 @@ pub async fn query_cmd(args: QueryArgs) -> anyhow::Result<()> {
         without_samples: args.without_samples,
         limit: args.limit.unwrap_or(0),
         after_item_id: args.after.clone().unwrap_or_default(),
+        k: args.at.k,
+        k_meta: args.at.k_meta,
     };
     let mut stream = client.verdicts.query_verdicts(req).await.map_err(status)?.into_inner();
     let table = args.output.is_none() && !args.json;
@@ -139,7 +158,15 @@ pub async fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
         "conversational" => v1::PromptForm::Conversational,
         _ => v1::PromptForm::Auto,
     };
-    let req = v1::ExportJobRequest { job_id: args.job.clone(), format: format as i32, min_margin: args.min_margin, form: form as i32, partial: args.partial };
+    let req = v1::ExportJobRequest {
+        job_id: args.job.clone(),
+        format: format as i32,
+        min_margin: args.min_margin,
+        form: form as i32,
+        partial: args.partial,
+        k: args.at.k,
+        k_meta: args.at.k_meta,
+    };
     let mut stream = client.verdicts.export_job(req).await.map_err(status)?.into_inner();
     let kind = |f: PromptForm| match format {
         v1::ExportFormat::Dpo => RowKind::Dpo(f),

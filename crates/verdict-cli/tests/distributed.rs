@@ -198,3 +198,64 @@ fn a_worker_drains_its_batch_on_sigterm() {
     assert!(w.log().contains("worker stopped: 3 item(s) reported"), "{}", c.logs());
     assert_eq!(c.progress(&job)["done"], 3);
 }
+
+/// Re-voting needs no GPU and no new samples: a k = 4 job queried, exported and re-voted
+/// at k = 2 gives what a k = 2 job gives (its content keys, verdicts and samples, its DPO
+/// rows), filters apply to the re-voted verdicts, and impossible k's are named.
+#[test]
+fn a_job_revoted_at_a_smaller_k_is_what_a_run_at_that_k_gives() {
+    let c = Cluster::start(&[]);
+    let _w = c.worker("w", "8");
+    let examples = examples();
+    let submit = |k: &str| c.ok(&["submit", examples.to_str().unwrap(), "--judge", "tiny", "--k", k, "--max-new-tokens", "32", "--seed", "5", "--wait"]).trim().to_string();
+    let job4 = submit("4");
+    let job2 = submit("2");
+    let lines = |out: String| -> Vec<Value> { out.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let fresh = c.query(&job2);
+    let revoted = lines(c.ok(&["query", &job4, "--k", "2", "--json"]));
+    assert_eq!(fresh.len(), 16);
+    assert_eq!(revoted.len(), 16);
+    let at_4 = c.query(&job4);
+    assert!(at_4.iter().all(|r| r["samples"].as_array().unwrap().len() == 4));
+    for (a, b) in revoted.iter().zip(&fresh) {
+        for field in ["id", "key", "summed", "winner", "margin", "tie", "valid", "agreement", "sample_scores"] {
+            assert_eq!(a[field], b[field], "item {} field {field}", b["id"]);
+        }
+        let samples = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| (s["index"].clone(), s["raw"].clone())).collect::<Vec<_>>();
+        assert_eq!(samples(a), samples(b), "item {}", b["id"]);
+    }
+    assert!(revoted.iter().zip(&at_4).all(|(a, b)| a["key"] != b["key"]), "a verdict at another k has another content key");
+
+    // Filters apply after the vote.
+    let decided = lines(c.ok(&["query", &job4, "--k", "2", "--ties", "false", "--json", "--without-samples"]));
+    let want: Vec<&Value> = fresh.iter().filter(|r| r["tie"] == false).map(|r| &r["id"]).collect();
+    assert_eq!(decided.iter().map(|r| &r["id"]).collect::<Vec<_>>(), want);
+    assert!(decided.iter().all(|r| r["samples"].as_array().is_none_or(Vec::is_empty)));
+    let limited = lines(c.ok(&["query", &job4, "--k", "2", "--ties", "false", "--json", "--limit", "3"]));
+    assert_eq!(limited.iter().map(|r| &r["id"]).collect::<Vec<_>>(), want[..3.min(want.len())].to_vec());
+
+    // The training data at k = 2 from the k = 4 job is the k = 2 job's.
+    let file = |name: &str| c.dir.path().join(name).to_str().unwrap().to_string();
+    c.ok(&["export", &job4, "--k", "2", "--format", "dpo", "-o", &file("dpo-at-2.jsonl")]);
+    c.ok(&["export", &job2, "--format", "dpo", "-o", &file("dpo-2.jsonl")]);
+    let read = |name: &str| std::fs::read_to_string(file(name)).unwrap();
+    assert!(!read("dpo-2.jsonl").is_empty());
+    assert_eq!(read("dpo-at-2.jsonl"), read("dpo-2.jsonl"));
+
+    // `revote` compares with the stored verdicts and writes the re-voted records.
+    let summary = c.ok(&["revote", &job4, "--k", "2", "-o", &file("revoted.jsonl")]);
+    assert!(summary.contains("16 item(s) re-voted at k = 2 (the job's k = 4)"), "{summary}");
+    let changed = at_4.iter().zip(&fresh).filter(|(a, b)| a["winner"] != b["winner"]).count();
+    assert!(summary.contains(&format!("winner changed     {changed:>8}")), "{summary}");
+    assert_eq!(lines(read("revoted.jsonl")), revoted);
+
+    // What cannot be done is named.
+    let err = |args: &[&str]| {
+        let o = c.run(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(err(&["query", &job4, "--k", "5"]).contains("--k 5 is more than the job's k = 4: samples 4..5 were never taken"));
+    assert!(err(&["revote", &job4, "--k", "0"]).contains("--k must be at least 1"));
+    assert!(err(&["export", &job4, "--k", "2", "--meta-rm-k", "1", "-o", &file("x.jsonl")]).contains("--meta-rm-k needs a job voted with a meta reward model"));
+}

@@ -7,7 +7,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 use verdict_core::export::{dpo_row, reward_rows, PromptForm};
-use verdict_core::VerdictRecord;
+use verdict_core::{AtK, LabelSpec, VerdictRecord};
 use verdict_proto::convert::record_to_wire;
 use verdict_proto::v1::{self, verdict_service_server::VerdictService};
 use verdict_store::{JobState, VerdictFilter};
@@ -23,19 +23,21 @@ const PAGE: i64 = 256;
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Page through a job's verdicts, sending what `f` makes of each page.
+/// Page through a job's verdicts, sending what `f` makes of each page, at most `limit`
+/// rows in all (`f` may drop records: a re-vote's filters apply after it).
 fn paged<T: Send + 'static>(
     shared: Shared,
     job: Uuid,
     mut filter: VerdictFilter,
+    limit: Option<i64>,
     f: impl Fn(Vec<VerdictRecord>) -> Result<Vec<T>, Status> + Send + 'static,
 ) -> Out<T> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
-        let total = filter.limit.unwrap_or(i64::MAX);
+        let total = limit.unwrap_or(i64::MAX);
         let mut sent = 0i64;
         loop {
-            filter.limit = Some(PAGE.min(total - sent));
+            filter.limit = Some(PAGE);
             let page = match shared.store.query_verdicts(job, &filter, None).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -52,18 +54,40 @@ fn paged<T: Send + 'static>(
                     return;
                 }
             };
-            for row in rows {
+            for row in rows.into_iter().take((total - sent).max(0) as usize) {
                 if tx.send(Ok(row)).await.is_err() {
                     return;
                 }
+                sent += 1;
             }
-            sent += n;
             if n < PAGE || sent >= total {
                 return;
             }
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A re-vote at the k a request asks for (`None`: the stored verdicts), checked against the
+/// job's spec up front.
+fn revote_at(job: &LabelSpec, k: Option<u32>, k_meta: Option<u32>) -> Result<Option<(AtK, LabelSpec)>, Status> {
+    let Some(k) = k else {
+        return match k_meta {
+            Some(_) => Err(Status::invalid_argument("k_meta (--meta-rm-k) needs k (--k)")),
+            None => Ok(None),
+        };
+    };
+    let at = AtK { k, k_meta };
+    let spec = at.spec(job).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(Some((at, spec)))
+}
+
+/// `record` re-voted as `at` says, if it says anything.
+fn revoted(at: &Option<(AtK, LabelSpec)>, record: VerdictRecord) -> Result<VerdictRecord, Status> {
+    match at {
+        Some((at, spec)) => at.apply(spec, record).map_err(|e| Status::failed_precondition(e.to_string())),
+        None => Ok(record),
+    }
 }
 
 fn json_row<T: serde::Serialize>(row: &T, form: v1::PromptForm) -> Result<v1::ExportRow, Status> {
@@ -84,19 +108,38 @@ impl VerdictService for Verdicts {
     async fn query_verdicts(&self, req: Request<v1::QueryVerdictsRequest>) -> Result<Response<Self::QueryVerdictsStream>, Status> {
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
-        let filter = VerdictFilter {
+        let row = self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let at = revote_at(&row.spec, req.k, req.k_meta)?;
+        let wanted = VerdictFilter {
             winner: req.winner,
             min_margin: req.min_margin,
             ties: req.ties,
             min_agreement: req.min_agreement,
             after_item_id: (!req.after_item_id.is_empty()).then_some(req.after_item_id),
-            limit: (req.limit > 0).then_some(req.limit as i64),
+            limit: None,
             with_samples: !req.without_samples,
         };
+        // Stored verdicts are filtered by the store; re-voted ones here, after the vote,
+        // which needs every record's samples.
+        let filter = match at {
+            None => wanted.clone(),
+            Some(_) => VerdictFilter { after_item_id: wanted.after_item_id.clone(), with_samples: true, ..Default::default() },
+        };
+        let limit = (req.limit > 0).then_some(req.limit as i64);
         let job_str = job.to_string();
-        Ok(Response::new(paged(self.shared.clone(), job, filter, move |page| {
-            Ok(page.iter().map(|r| record_to_wire(&job_str, r)).collect())
+        Ok(Response::new(paged(self.shared.clone(), job, filter, limit, move |page| {
+            let mut out = Vec::with_capacity(page.len());
+            for r in page {
+                let mut r = revoted(&at, r)?;
+                if at.is_some() && !wanted.keeps(&r.verdict) {
+                    continue;
+                }
+                if !wanted.with_samples {
+                    r.samples.clear();
+                }
+                out.push(record_to_wire(&job_str, &r));
+            }
+            Ok(out)
         })))
     }
 
@@ -129,13 +172,15 @@ impl VerdictService for Verdicts {
             PromptForm::Standard => v1::PromptForm::Standard,
             PromptForm::Conversational => v1::PromptForm::Conversational,
         };
-        let with_samples = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified);
+        let at = revote_at(&row.spec, req.k, req.k_meta)?;
+        let with_samples = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified) || at.is_some();
         let filter = VerdictFilter { with_samples, ..Default::default() };
         let min_margin = req.min_margin;
         let refused = |e: verdict_core::export::ExportError| Status::failed_precondition(e.to_string());
-        Ok(Response::new(paged(self.shared.clone(), job, filter, move |page| {
+        Ok(Response::new(paged(self.shared.clone(), job, filter, None, move |page| {
             let mut out = Vec::new();
-            for r in &page {
+            for r in page {
+                let r = &revoted(&at, r)?;
                 match format {
                     v1::ExportFormat::Dpo => {
                         if let Some(row) = dpo_row(r, min_margin, form).map_err(refused)? {

@@ -22,6 +22,17 @@ pub struct VerdictFilter {
     pub with_samples: bool,
 }
 
+impl VerdictFilter {
+    /// Whether `v` passes the verdict filters (winner, margin, ties, agreement), as the
+    /// store's query applies them: for verdicts computed after reading (a re-vote).
+    pub fn keeps(&self, v: &Verdict) -> bool {
+        self.winner.is_none_or(|w| v.winner == Some(w as usize))
+            && self.min_margin.is_none_or(|m| v.margin >= m)
+            && self.ties.is_none_or(|t| v.tie == t)
+            && self.min_agreement.is_none_or(|a| v.agreement >= a)
+    }
+}
+
 fn sample_from_row(r: &PgRow) -> Result<(String, Sample)> {
     let item_id: String = r.try_get("item_id")?;
     let index: i32 = r.try_get("sample_index")?;
