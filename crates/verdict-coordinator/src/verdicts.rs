@@ -19,7 +19,7 @@ pub struct Verdicts {
     pub shared: Shared,
 }
 
-const PAGE: i64 = 256;
+const PAGE: i64 = 1024;
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -118,12 +118,18 @@ impl VerdictService for Verdicts {
             after_item_id: (!req.after_item_id.is_empty()).then_some(req.after_item_id),
             limit: None,
             with_samples: !req.without_samples,
+            samples_without_text: false,
         };
         // Stored verdicts are filtered by the store; re-voted ones here, after the vote,
         // which needs every record's samples.
         let filter = match at {
             None => wanted.clone(),
-            Some(_) => VerdictFilter { after_item_id: wanted.after_item_id.clone(), with_samples: true, ..Default::default() },
+            Some(_) => VerdictFilter {
+                after_item_id: wanted.after_item_id.clone(),
+                with_samples: true,
+                samples_without_text: !wanted.with_samples,
+                ..Default::default()
+            },
         };
         let limit = (req.limit > 0).then_some(req.limit as i64);
         let job_str = job.to_string();
@@ -173,8 +179,9 @@ impl VerdictService for Verdicts {
             PromptForm::Conversational => v1::PromptForm::Conversational,
         };
         let at = revote_at(&row.spec, req.k, req.k_meta)?;
-        let with_samples = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified) || at.is_some();
-        let filter = VerdictFilter { with_samples, ..Default::default() };
+        let whole = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified);
+        // A re-vote reads the samples' scores; only whole records need their text.
+        let filter = VerdictFilter { with_samples: whole || at.is_some(), samples_without_text: !whole, ..Default::default() };
         let min_margin = req.min_margin;
         let refused = |e: verdict_core::export::ExportError| Status::failed_precondition(e.to_string());
         Ok(Response::new(paged(self.shared.clone(), job, filter, None, move |page| {

@@ -20,6 +20,10 @@ pub struct VerdictFilter {
     pub after_item_id: Option<String>,
     pub limit: Option<i64>,
     pub with_samples: bool,
+    /// With samples: leave out their text (principles, critique, raw: empty strings), which
+    /// is nearly all of their bytes; what voting reads (index, scores, status, meta score)
+    /// stays. For verdicts computed after reading (a re-vote) whose samples are not sent.
+    pub samples_without_text: bool,
 }
 
 impl VerdictFilter {
@@ -114,6 +118,7 @@ fn record_from_row(r: &PgRow, samples: Vec<Sample>) -> Result<VerdictRecord> {
 }
 
 const SAMPLE_COLUMNS: &str = "item_id, sample_index, permutation, principles, critique, scores, status, failure, finish, prompt_tokens, completion_tokens, meta_score, raw";
+const SAMPLE_COLUMNS_WITHOUT_TEXT: &str = "item_id, sample_index, permutation, '' AS principles, '' AS critique, scores, status, failure, finish, prompt_tokens, completion_tokens, meta_score, '' AS raw";
 
 impl Store {
     pub async fn get_verdict(&self, job_id: Uuid, item_id: &str) -> Result<VerdictRecord> {
@@ -127,7 +132,10 @@ impl Store {
         found.pop().ok_or_else(|| StoreError::NotFound(format!("verdict for item {item_id} of job {job_id}")))
     }
 
-    /// Verdicts of a job matching the filter, in item-id order.
+    /// Verdicts of a job matching the filter, in item-id order. The page's start is an
+    /// index condition (`item_id > after`, '' when none) in every plan, the generic one
+    /// included: written as `$6 IS NULL OR item_id > $6` it was a filter there, and each page
+    /// of a 100k-item job read all the job's verdicts again.
     pub async fn query_verdicts(&self, job_id: Uuid, f: &VerdictFilter, only_item: Option<&str>) -> Result<Vec<VerdictRecord>> {
         let rows = sqlx::query(
             "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, i.item
@@ -137,7 +145,7 @@ impl Store {
                AND ($3::int IS NULL OR v.margin >= $3)
                AND ($4::bool IS NULL OR v.tie = $4)
                AND ($5::float8 IS NULL OR v.agreement >= $5)
-               AND ($6::text IS NULL OR v.item_id > $6)
+               AND v.item_id > COALESCE($6::text, '')
                AND ($7::text IS NULL OR v.item_id = $7)
              ORDER BY v.item_id
              LIMIT $8",
@@ -155,9 +163,8 @@ impl Store {
         let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
         if f.with_samples && !rows.is_empty() {
             let ids: Vec<String> = rows.iter().map(|r| r.try_get("item_id")).collect::<Result<_, _>>()?;
-            let srows = sqlx::query(&format!(
-                "SELECT {SAMPLE_COLUMNS} FROM samples WHERE job_id = $1 AND item_id = ANY($2) ORDER BY item_id, sample_index"
-            ))
+            let columns = if f.samples_without_text { SAMPLE_COLUMNS_WITHOUT_TEXT } else { SAMPLE_COLUMNS };
+            let srows = sqlx::query(&format!("SELECT {columns} FROM samples WHERE job_id = $1 AND item_id = ANY($2) ORDER BY item_id, sample_index"))
             .bind(job_id)
             .bind(&ids)
             .fetch_all(&self.pool)
