@@ -1,6 +1,8 @@
 # Throwaway Redis and Postgres for benchmarks, from the installed binaries, on free ports in
 # a temporary folder (the same way the tests start theirs). Source it, then:
 #   start_services DIR      # sets REDIS_URL, DATABASE_URL; stops both on exit
+#   start_coordinator BIN DIR PREFIX   # a coordinator on them (queue prefix PREFIX): sets
+#                                      # VERDICT_COORDINATOR and COORD (its pid)
 # Postgres refuses to run as root, so as root it runs as the `postgres` user.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -27,6 +29,16 @@ start_services() {
   DATABASE_URL="postgres://postgres@127.0.0.1:$pport/verdict"
   export REDIS_URL DATABASE_URL
   trap stop_services EXIT
+}
+
+start_coordinator() {
+  local bin=$1 dir=$2 port
+  export VERDICT_REDIS_URL=$REDIS_URL VERDICT_QUEUE_PREFIX=$3
+  port=$(free_port)
+  export VERDICT_COORDINATOR=http://127.0.0.1:$port
+  "$bin" coordinator --listen 127.0.0.1:$port 2>"$dir/coordinator.log" &
+  COORD=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 }
 
 stop_services() {

@@ -15,11 +15,7 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 for n in "${sizes[@]}"; do
   W=$(mktemp -d)
   start_services "$W"
-  export VERDICT_REDIS_URL=$REDIS_URL VERDICT_QUEUE_PREFIX=bench-submit
-  PORT=$(free_port)
-  export VERDICT_COORDINATOR=http://127.0.0.1:$PORT
-  $BIN coordinator --listen 127.0.0.1:$PORT 2>"$W/coordinator.log" &
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+  start_coordinator "$BIN" "$W" bench-submit
   # Preference pairs of a realistic size: a question and two answers of ~300 characters.
   python3 - "$n" >"$W/items.jsonl" <<'PY'
 import json, sys
