@@ -146,9 +146,13 @@ fn a_rows_output_does_not_depend_on_the_rows_sharing_its_units() {
 }
 
 fn tiny_decoder(arch: verdict_engine::Arch) -> (verdict_engine::ModelConfig, Decoder) {
+    tiny_decoder_on(arch, DType::F32, &Device::Cpu)
+}
+
+fn tiny_decoder_on(arch: verdict_engine::Arch, dtype: DType, device: &Device) -> (verdict_engine::ModelConfig, Decoder) {
     let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
     let cfg = folder.config().unwrap();
-    let model = folder.decoder(&cfg, DType::F32, &Device::Cpu).unwrap();
+    let model = folder.decoder(&cfg, dtype, device).unwrap();
     (cfg, model)
 }
 
@@ -321,9 +325,7 @@ fn a_decode_step_replayed_from_a_cuda_graph_equals_the_eager_step() {
     use verdict_engine::engine::runner::{PromptKv, Runner};
     let (gpu, dtype) = verdict_engine::device::pick("cuda").expect("a CUDA build's tests run on a GPU");
     for arch in common::ARCHS {
-        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
-        let cfg = folder.config().unwrap();
-        let model = folder.decoder(&cfg, dtype, &gpu).unwrap();
+        let (cfg, model) = tiny_decoder_on(arch, dtype, &gpu);
         let prompts: Vec<Vec<u32>> = (0..3).map(|p| (0..20 + 7 * p).map(|i| ((i * 31 + p * 7) % 200 + 3) as u32).collect()).collect();
         let run = |graphs: bool| -> (Vec<Vec<f32>>, (usize, usize)) {
             let mut runner = Runner::new(&model, 8, 64, 256, &[], 0, graphs).unwrap();
@@ -369,9 +371,7 @@ fn a_decode_step_replayed_from_a_cuda_graph_equals_the_eager_step() {
 fn the_fused_decode_kernel_matches_the_unfused_ops() {
     let (gpu, dtype) = verdict_engine::device::pick("cuda").expect("a CUDA build's tests run on a GPU");
     for arch in common::ARCHS {
-        let folder = ModelFolder::open(&common::tiny(arch, false)).unwrap();
-        let cfg = folder.config().unwrap();
-        let model = folder.decoder(&cfg, dtype, &gpu).unwrap();
+        let (cfg, model) = tiny_decoder_on(arch, dtype, &gpu);
         let input: Vec<u32> = (0..40).map(|i| (i * 37 % 250 + 3) as u32).collect();
         let (fused_tokens, fused) = verdict_engine::probe::greedy_steps(&model, &input, 24, cfg.vocab_size, true).unwrap();
         let (plain_tokens, plain) = verdict_engine::probe::greedy_steps(&model, &input, 24, cfg.vocab_size, false).unwrap();

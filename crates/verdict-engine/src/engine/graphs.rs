@@ -128,8 +128,7 @@ mod captured {
             let b = inputs.tokens.len();
             let need = inputs.plan.size();
             if let Some(c) = self.graphs.get_mut(&b) {
-                if need.fits(c.size) {
-                    let plan = inputs.plan.padded(c.size).ok_or_else(|| candle_core::Error::Msg("a plan that fits did not pad".into()))?;
+                if let Some(plan) = inputs.plan.padded(c.size) {
                     crate::profile::time("decode", "graph inputs", device, || c.inputs.overwrite(StepInputs { plan, ..inputs }))?;
                     crate::profile::time("decode", "graph replay", device, || c.graph.launch()).w()?;
                     self.replays += 1;
