@@ -7,10 +7,12 @@
 #   small  = random weights with Qwen2.5-0.5B's shapes, medium = Qwen2.5-7B's (made here,
 #   on the GPU machine, with `verdict model init`).
 # Every run: k = 8 samples per item, exactly 256 new tokens per sample, temperature 0.5,
-# bf16, prompts aimed at each of PROMPTS tokens (default 512: about 620 once rendered with
-# the chat template; 1400 gives about 1,500). Verdict sweeps VERDICT_BATCHES; transformers eager (sdpa)
-# sweeps HF_EAGER_BATCHES and the static cache with compilation HF_STATIC_BATCHES (each of
-# those compiles for its shapes in an untimed warm-up, so it gets fewer sizes).
+# bf16, prompts aimed at each of PROMPTS tokens (default "512 1400": about 620 and 1,500 once
+# rendered with the chat template). Verdict sweeps VERDICT_BATCHES; transformers with the
+# static cache and compilation HF_STATIC_BATCHES (each compiles for its shapes in an untimed
+# warm-up, so it gets few sizes), and eager (sdpa) HF_EAGER_BATCHES if set (off by default:
+# the defaults are each side's best batches from earlier sweeps, so that one run of both
+# shapes fits a device session's 30 minutes; bench/RESULTS.md has the full sweeps).
 # Then the varied workload (VARIED=0 skips it): see below. Writes JSON lines and the
 # markdown tables under $OUT. VERDICT_ONLY=1 skips transformers (a
 # regression check of the engine against the table in bench/RESULTS.md).
@@ -39,13 +41,13 @@ PY
 )
 echo "device-to-device copy: $COPY_TBPS TB/s (read + write)" | tee -a "$OUT/gpu.txt"
 
-PROMPTS=${PROMPTS:-512}
+PROMPTS=${PROMPTS:-512 1400}
 for size in $SIZES; do
   case $size in
-    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,512,1024,2048,4096}; he=${HF_EAGER_BATCHES:-1,8,32,128,512,1024}; hs=${HF_STATIC_BATCHES:-128,512}
-           items=${VARIED_ITEMS:-256}; vv=${VARIED_BATCHES:-512,4096}; hv=${HF_VARIED_BATCHES:-512} ;;
-    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-1,8,32,128,256,512,1024}; he=${HF_EAGER_BATCHES:-1,8,32,128,256}; hs=${HF_STATIC_BATCHES:-128}
-           items=${VARIED_ITEMS:-64}; vv=${VARIED_BATCHES:-128,512}; hv=${HF_VARIED_BATCHES:-128} ;;
+    small) name=qwen2.5-0.5b-shape; vb=${VERDICT_BATCHES:-8,1024,4096}; he=${HF_EAGER_BATCHES:-}; hs=${HF_STATIC_BATCHES:-512}
+           items=${VARIED_ITEMS:-512}; vv=${VARIED_BATCHES:-1024}; hv=${HF_VARIED_BATCHES:-512}; hl=${HF_VARIED_LIMIT:-1024} ;;
+    medium) name=qwen2.5-7b-shape; vb=${VERDICT_BATCHES:-8,1024,2048}; he=${HF_EAGER_BATCHES:-}; hs=${HF_STATIC_BATCHES:-128}
+           items=${VARIED_ITEMS:-256}; vv=${VARIED_BATCHES:-512}; hv=${HF_VARIED_BATCHES:-128}; hl=${HF_VARIED_LIMIT:-128} ;;
     *) echo "unknown size $size (small or medium)"; exit 2 ;;
   esac
   dir=/tmp/models/$name
@@ -58,15 +60,20 @@ for size in $SIZES; do
     "$BIN" model bench "$dir" --device cuda --k 8 --prompt-tokens "$pt" --new-tokens 256 --batches "$vb" \
       --prompts-out "$OUT/prompts-$tag.json" | tee "$OUT/verdict-$tag.jsonl"
     if [ -n "${VERDICT_ONLY:-}" ]; then rm -f "$OUT/prompts-$tag.json"; continue; fi
-    echo "== $name, prompts of about $pt tokens: transformers eager"
-    python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$tag.log" | tee "$OUT/hf-eager-$tag.jsonl"
+    if [ -n "$he" ]; then
+      echo "== $name, prompts of about $pt tokens: transformers eager"
+      python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode eager --batches "$he" 2>"$OUT/hf-eager-$tag.log" | tee "$OUT/hf-eager-$tag.jsonl"
+    fi
     echo "== $name, prompts of about $pt tokens: transformers static cache + compile"
     python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode static --batches "$hs" 2>"$OUT/hf-static-$tag.log" | tee "$OUT/hf-static-$tag.jsonl"
     rm -f "$OUT/prompts-$tag.json"
   done
   # Labeling as it looks (VARIED=0 skips it): items with prompts of 600–3,000 tokens and
   # judgement lengths drawn log-normal around 350 tokens (cap 1,024); Verdict runs the
-  # drawn lengths and every sample at their mean, the peer the drawn lengths.
+  # drawn lengths and every sample at their mean, the peer the drawn lengths of the first
+  # HF_VARIED_LIMIT samples (static batches each run to their longest judgement, so its rate
+  # does not depend on how many batches it runs; the whole job would take it many minutes).
+  # Verdict's job is several times its batch cap, so freed rows have samples to take.
   if [ "${VARIED:-1}" != 0 ]; then
     tag=$name-varied
     echo "== $name, varied lengths: Verdict"
@@ -75,7 +82,7 @@ for size in $SIZES; do
     if [ -z "${VERDICT_ONLY:-}" ]; then
       for mode in ${HF_VARIED_MODES:-static}; do
         echo "== $name, varied lengths: transformers $mode"
-        python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode $mode --batches "$hv" 2>"$OUT/hf-$mode-$tag.log" | tee "$OUT/hf-$mode-$tag.jsonl"
+        python3 bench/gpu/hf_bench.py "$dir" "$OUT/prompts-$tag.json" --mode $mode --batches "$hv" --limit "$hl" 2>"$OUT/hf-$mode-$tag.log" | tee "$OUT/hf-$mode-$tag.jsonl"
       done
     fi
     rm -f "$OUT/prompts-$tag.json"
