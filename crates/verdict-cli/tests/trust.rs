@@ -176,7 +176,9 @@ fn exports_load_in_every_format_with_invalid_forced_and_dropped_samples() {
 
 #[test]
 fn no_silent_surprises() {
-    let c = Cluster::start(&[("VERDICT_OPEN_JOB_TIMEOUT", "3"), ("VERDICT_SWEEP_EVERY", "1")]);
+    // The open-job timeout leaves the broken submission's note time to land on a loaded machine
+    // (at 3 s a loaded full test run once sealed the job first).
+    let c = Cluster::start(&[("VERDICT_OPEN_JOB_TIMEOUT", "8"), ("VERDICT_SWEEP_EVERY", "1")]);
     let dir = c.dir.path();
 
     // An empty or blank file is an error, and creates no job.
@@ -246,7 +248,9 @@ fn no_silent_surprises() {
 #[test]
 fn a_submission_that_breaks_off_is_noted_resumable_and_sealed_in_the_end() {
     use verdict_proto::v1::{self, job_service_client::JobServiceClient};
-    let c = Cluster::start(&[("VERDICT_OPEN_JOB_TIMEOUT", "3"), ("VERDICT_SWEEP_EVERY", "1")]);
+    // The open-job timeout leaves the broken submission's note time to land on a loaded machine
+    // (at 3 s a loaded full test run once sealed the job first).
+    let c = Cluster::start(&[("VERDICT_OPEN_JOB_TIMEOUT", "8"), ("VERDICT_SWEEP_EVERY", "1")]);
     let url = format!("http://127.0.0.1:{}", c.port);
     let items = write_items(c.dir.path(), 4);
     // The submitting client lives in a runtime of its own; dropping that runtime mid-stream
