@@ -3,23 +3,24 @@
 //! order (a small reorder buffer holds the ones that finish early), so a run that is
 //! resumed writes the same file as one that was not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use verdict_core::{Item, LabelSpec, ParseStatus, VerdictRecord};
-use verdict_worker::{Input, Outcome, PipelineError, Sink, Source};
+use verdict_worker::{Extend, Input, Outcome, PipelineError, Sink, Source};
 
 use crate::output::JsonlWriter;
 
 /// The items to label, in input order; each is tagged with its position.
 pub struct FileSource {
-    items: std::iter::Enumerate<std::vec::IntoIter<(usize, Item)>>,
+    items: std::iter::Enumerate<std::vec::IntoIter<(usize, Item, Extend)>>,
     spec: LabelSpec,
 }
 
 impl FileSource {
-    pub fn new(items: Vec<(usize, Item)>, spec: LabelSpec) -> Self {
+    /// `items`: line number, item, and which samples to make.
+    pub fn new(items: Vec<(usize, Item, Extend)>, spec: LabelSpec) -> Self {
         Self { items: items.into_iter().enumerate(), spec }
     }
 }
@@ -28,7 +29,7 @@ impl Source for FileSource {
     type Tag = usize;
 
     async fn next(&mut self, max: usize) -> Result<Option<Vec<Input<usize>>>, PipelineError> {
-        let batch: Vec<Input<usize>> = self.items.by_ref().take(max).map(|(tag, (_, item))| Input::Judge { tag, spec: self.spec.clone(), item }).collect();
+        let batch: Vec<Input<usize>> = self.items.by_ref().take(max).map(|(tag, (_, item, extend))| Input::Judge { tag, spec: self.spec.clone(), item, extend }).collect();
         Ok(if batch.is_empty() { None } else { Some(batch) })
     }
 
@@ -53,12 +54,15 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, r: &VerdictRecord) {
-        self.samples += r.samples.len();
-        self.valid += r.verdict.valid as usize;
-        self.forced += r.samples.iter().filter(|s| s.status == ParseStatus::Forced).count();
-        self.prompt_tokens += r.samples.iter().map(|s| s.prompt_tokens as usize).sum::<usize>();
-        self.generated_tokens += r.samples.iter().map(|s| s.completion_tokens as usize).sum::<usize>();
+    /// Count a record; its samples from `first` on are this run's (an extension's earlier
+    /// ones were counted by the run that made them).
+    fn add(&mut self, r: &VerdictRecord, first: u32) {
+        let made = || r.samples.iter().filter(|s| s.index >= first);
+        self.samples += made().count();
+        self.valid += made().filter(|s| s.valid_scores().is_some()).count();
+        self.forced += made().filter(|s| s.status == ParseStatus::Forced).count();
+        self.prompt_tokens += made().map(|s| s.prompt_tokens as usize).sum::<usize>();
+        self.generated_tokens += made().map(|s| s.completion_tokens as usize).sum::<usize>();
         if let Some(a) = r.agrees_with_reference {
             self.compared += 1;
             self.agree += a as usize;
@@ -76,11 +80,13 @@ pub struct FileSink {
     bar: indicatif::ProgressBar,
     /// Set by a second Ctrl-C: write nothing more.
     stopped: Arc<AtomicBool>,
+    /// The first sample this run makes, by tag, for items it extends.
+    firsts: HashMap<usize, u32>,
 }
 
 impl FileSink {
-    pub fn new(writer: JsonlWriter, bar: indicatif::ProgressBar, stopped: Arc<AtomicBool>) -> Self {
-        Self { writer, next: 0, early: BTreeMap::new(), totals: Totals::default(), bar, stopped }
+    pub fn new(writer: JsonlWriter, bar: indicatif::ProgressBar, stopped: Arc<AtomicBool>, firsts: HashMap<usize, u32>) -> Self {
+        Self { writer, next: 0, early: BTreeMap::new(), totals: Totals::default(), bar, stopped, firsts }
     }
 
     /// Write what finished out of order (at the end of an interrupted run: resuming goes by
@@ -104,7 +110,7 @@ impl Sink<usize> for FileSink {
         for (tag, outcome) in results {
             let record = match outcome {
                 Outcome::Verdict(r) => {
-                    self.totals.add(r);
+                    self.totals.add(r, self.firsts.get(tag).copied().unwrap_or(0));
                     Some((**r).clone())
                 }
                 Outcome::Rejected { field, message } => {

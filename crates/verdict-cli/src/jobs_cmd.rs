@@ -1,4 +1,4 @@
-//! `verdict status`, `verdict watch` and `verdict cancel`.
+//! `verdict status`, `verdict watch`, `verdict cancel` and `verdict extend`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,22 @@ pub struct StatusArgs {
 pub struct CancelArgs {
     /// The job to cancel: its queued items are dropped; stored verdicts stay.
     job: String,
+    #[command(flatten)]
+    addr: CoordinatorAddr,
+}
+
+#[derive(Args)]
+pub struct ExtendArgs {
+    /// The finished job whose k to raise.
+    job: String,
+    /// The new samples per item: only each item's missing samples (its k up to K) are made,
+    /// and they are those a fresh run at K makes. The job's own k again finishes an extension
+    /// that was cut off.
+    #[arg(long = "k", value_name = "K")]
+    k: u32,
+    /// Return once the new samples are queued, without following the job.
+    #[arg(long)]
+    no_wait: bool,
     #[command(flatten)]
     addr: CoordinatorAddr,
 }
@@ -184,6 +200,16 @@ pub async fn watch_job(client: &mut Client, job_id: &str) -> anyhow::Result<()> 
 
 pub async fn watch_cmd(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.addr).await?;
+    watch_job(&mut client, &args.job).await
+}
+
+pub async fn extend_cmd(args: ExtendArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.addr).await?;
+    let r = client.jobs.extend_job(v1::ExtendJobRequest { job_id: args.job.clone(), k: args.k }).await.map_err(status)?.into_inner();
+    note(format!("job {}: k = {}; new samples queued for {} item(s), {} left as they are", args.job, args.k, r.queued, r.unchanged));
+    if args.no_wait || r.queued == 0 {
+        return Ok(());
+    }
     watch_job(&mut client, &args.job).await
 }
 

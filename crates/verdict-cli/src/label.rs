@@ -7,6 +7,7 @@
 //! up-front scan as malformed lines. Without `--skip-invalid`, one bad line means nothing is
 //! written at all.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,13 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use verdict_core::{ContentKey, Item, LabelSpec};
-use verdict_worker::PipelineConfig;
+use verdict_worker::{Extend, PipelineConfig};
 use verdict_engine::{device, EngineError, EngineOptions, Judge, Prompter};
 
 use crate::file_ends::{FileSink, FileSource, Totals};
 use crate::input::{no_items, refuse_bad_lines, rejects_path, Parsed, Reader, Rejected};
 use crate::model_cmd::{default_tiny_model, digest_cache};
-use crate::output::{Existing, JsonlWriter, Output};
+use crate::output::{records_of, Existing, JsonlWriter, Output};
 use crate::say::{note, progress_bar};
 use crate::spec_args::SpecArgs;
 
@@ -29,7 +30,7 @@ use crate::spec_args::SpecArgs;
 pub struct LabelArgs {
     /// Input JSONL or Parquet (.parquet): {prompt, chosen, rejected}, {prompt, responses} or {messages, responses}, each with an optional id.
     input: PathBuf,
-    /// Output: JSONL, or Parquet by the .parquet extension. An existing output is resumed: items already in it are skipped.
+    /// Output: JSONL, or Parquet by the .parquet extension. An existing output is resumed: items already in it are skipped; items in it at a smaller k (same settings otherwise) are extended to --k, making only their missing samples.
     #[arg(short, long)]
     output: PathBuf,
     /// Judge model folder (Hugging Face layout). Without it, a tiny random model is made and used: its verdicts are noise.
@@ -56,19 +57,22 @@ pub struct LabelArgs {
 
 /// What the up-front scan found.
 struct Scan {
-    /// Items to label, with their line numbers.
-    todo: Vec<(usize, Item)>,
+    /// Items to label, with their line numbers and their first sample to make (0, or the k
+    /// of their record in the output when this run extends it to a larger k).
+    todo: Vec<(usize, Item, u32)>,
     /// The longest rendered prompt among them, in tokens (sizes the engine's cache).
     longest: usize,
     rejected: Vec<Rejected>,
     resumed: usize,
     duplicates: usize,
+    /// Items whose records this run extends to the spec's k.
+    extended: usize,
 }
 
 /// Read every line, check it against the judge (shape, length, resume), and sort it.
 fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Existing, output: &Output) -> anyhow::Result<Scan> {
     let mut reader = Reader::open(&args.input)?;
-    let (mut todo, mut rejected, mut resumed, mut longest) = (Vec::new(), Vec::new(), 0, 0);
+    let (mut todo, mut rejected, mut resumed, mut longest, mut extended) = (Vec::new(), Vec::new(), 0, 0, 0);
     for parsed in reader.by_ref() {
         let (line, item, text) = match parsed? {
             Parsed::Rejected(r) => {
@@ -77,22 +81,35 @@ fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Exis
             }
             Parsed::Item { line, item, text } => (line, item, text),
         };
+        let mut first = 0;
         if let Some(done) = existing.done.get(&item.id) {
             if done.key == ContentKey::of(&item, spec, prompter.fingerprints()).hex() {
                 resumed += 1;
                 continue;
             }
-            let why = if !done.fingerprint.is_empty() && done.fingerprint != prompter.fingerprints().judge {
+            // The same item, spec and weights at another k: a smaller one is extended (only
+            // the missing samples are made), a larger one is a re-vote's business.
+            let same_but_k = done.key == ContentKey::of(&item, &LabelSpec { k: done.samples, ..spec.clone() }, prompter.fingerprints()).hex();
+            let why = if same_but_k && done.samples > spec.k {
+                format!("at k = {}, more samples than this run's {} (a verdict at a smaller k is a re-vote of the stored samples)", done.samples, spec.k)
+            } else if !done.fingerprint.is_empty() && done.fingerprint != prompter.fingerprints().judge {
                 format!("judged by other weights (fingerprint {}; this judge's is {})", done.fingerprint, prompter.fingerprints().judge)
             } else {
                 "under other settings or content".to_string()
             };
-            bail!("{} already holds a verdict for id {} (line {line}) {why}; write to a new output file", output.path.display(), item.id);
+            if same_but_k && spec.adaptive.is_some() {
+                bail!("{} already holds a verdict for id {} (line {line}); adaptive k does not extend an earlier run: write to a new output file", output.path.display(), item.id);
+            }
+            if !(same_but_k && done.samples < spec.k) {
+                bail!("{} already holds a verdict for id {} (line {line}) {why}; write to a new output file", output.path.display(), item.id);
+            }
+            first = done.samples;
+            extended += 1;
         }
         match prompter.prepare(item, spec) {
             Ok(p) => {
                 longest = longest.max(p.prompts.iter().map(|(_, ids)| ids.len()).max().unwrap_or(0));
-                todo.push((line, p.item));
+                todo.push((line, p.item, first));
             }
             Err(EngineError::Item { id, error }) => rejected.push(Rejected::of_item(line, &id, &error, text)),
             Err(e) => return Err(e.into()),
@@ -101,7 +118,7 @@ fn scan(args: &LabelArgs, prompter: &Prompter, spec: &LabelSpec, existing: &Exis
     if reader.non_blank == 0 {
         return Err(no_items(&args.input));
     }
-    Ok(Scan { todo, longest, rejected, resumed, duplicates: reader.duplicates })
+    Ok(Scan { todo, longest, rejected, resumed, duplicates: reader.duplicates, extended })
 }
 
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
@@ -128,11 +145,16 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     if existing.truncated_bytes > 0 {
         note(format!("note: cut a partial last line ({} bytes) from {} left by an interrupted run", existing.truncated_bytes, output.journal.display()));
     }
-    let Scan { todo, longest, mut rejected, resumed, duplicates } = scan(&args, &prompter, &spec, &existing, &output)?;
+    let Scan { todo, longest, mut rejected, resumed, duplicates, extended } = scan(&args, &prompter, &spec, &existing, &output)?;
     if !args.skip_invalid {
         refuse_bad_lines(&args.input, &rejected, "write them to a rejects file and label the rest")?;
     }
+    let superseded = existing.superseded > 0 || extended > 0;
     drop(existing);
+    let todo = with_prior_samples(todo, &output)?;
+    if extended > 0 {
+        note(format!("extending {extended} item(s) of {} to k = {}: only their new samples are made", output.path.display(), spec.k));
+    }
 
     let (device, dtype) = device::pick(&args.device)?;
     let options = EngineOptions { max_batch: args.batch, device, dtype, digest_cache, cuda_graphs: true };
@@ -157,8 +179,9 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     }
 
     let total = todo.len() as u64;
+    let firsts = todo.iter().enumerate().filter(|(_, t)| t.2.first > 0).map(|(tag, t)| (tag, t.2.first)).collect();
     let source = FileSource::new(todo, spec.clone());
-    let mut sink = FileSink::new(output.writer()?, progress_bar(total), stopped);
+    let mut sink = FileSink::new(output.writer()?, progress_bar(total), stopped, firsts);
     let pcfg = PipelineConfig {
         k_hint: spec.k.max(1) as usize,
         drain_timeout: Duration::from_secs(365 * 24 * 3600),
@@ -182,7 +205,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         note(format!("error: item {tag} of the run was refused by the engine: {why}"));
     }
     if !stopped && totals.refused.is_empty() {
-        output.finish()?;
+        output.finish(superseded)?;
     }
     write_rejects(&args, &mut rejected)?;
     summarize(&args, &totals, started, resumed, duplicates, rejected.len());
@@ -194,6 +217,23 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// Each item to label with what to make of it: every sample, or (extending its record in
+/// the output) the samples after those the record holds, which are read back to vote with.
+fn with_prior_samples(todo: Vec<(usize, Item, u32)>, output: &Output) -> anyhow::Result<Vec<(usize, Item, Extend)>> {
+    let ids: HashSet<&str> = todo.iter().filter(|t| t.2 > 0).map(|t| t.1.id.as_str()).collect();
+    let mut records = records_of(&output.journal, &ids)?;
+    todo.into_iter()
+        .map(|(line, item, first)| {
+            if first == 0 {
+                return Ok((line, item, Extend::none()));
+            }
+            let record = records.remove(&item.id).with_context(|| format!("the record of item {} went missing from {}", item.id, output.journal.display()))?;
+            let prior: Vec<_> = record.samples.into_iter().filter(|s| s.index < first).collect();
+            Ok((line, item, Extend { first, prior }))
+        })
+        .collect()
 }
 
 fn write_rejects(args: &LabelArgs, rejected: &mut [Rejected]) -> anyhow::Result<()> {

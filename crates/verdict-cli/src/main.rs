@@ -2,7 +2,7 @@
 //!
 //! - `label`: judge a dataset in this process (no services needed).
 //! - `coordinator`, `worker`: the distributed mode's two processes.
-//! - `submit`, `status`, `watch`, `cancel`, `query`, `export`: the distributed mode's client.
+//! - `submit`, `status`, `watch`, `cancel`, `query`, `export`, `revote`, `extend`: the distributed mode's client.
 //! - `model`: make random-weight model folders, probe a model.
 
 mod bench_attention;
@@ -60,6 +60,8 @@ enum Command {
     Export(query::ExportArgs),
     /// A job's verdicts at a smaller k, voted again over the stored samples (no GPU), against the stored ones.
     Revote(revote::RevoteArgs),
+    /// Raise a finished job's k: queue only each item's missing samples, then vote again over all.
+    Extend(jobs_cmd::ExtendArgs),
     /// Make or inspect model folders.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -94,6 +96,7 @@ fn main() {
         Command::Cancel(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::cancel_cmd(args))),
         Command::Query(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::query_cmd(args))),
         Command::Export(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::export_cmd(args))),
+        Command::Extend(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::extend_cmd(args))),
         Command::Revote(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(revote::run(args))),
     };
     match result {

@@ -4,13 +4,14 @@
 //! beside it (`OUTPUT.journal.jsonl`) and become the Parquet file once every item is in;
 //! re-running against a finished Parquet output unpacks it into a journal again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
+use verdict_core::VerdictRecord;
 
 use crate::sink::{is_parquet, RowKind, RowSink};
 
@@ -18,6 +19,8 @@ use crate::sink::{is_parquet, RowKind, RowSink};
 pub struct Done {
     pub key: String,
     pub fingerprint: String,
+    /// Its samples: the k it was labeled at.
+    pub samples: u32,
 }
 
 /// What an existing output already holds, by item id.
@@ -25,13 +28,16 @@ pub struct Existing {
     pub done: HashMap<String, Done>,
     /// A partial last line (from a killed run) that was cut off.
     pub truncated_bytes: u64,
+    /// Records that a later line of the same id replaces (an extension to a larger k
+    /// appends the item's new record; `Output::finish` keeps the last one of each id).
+    pub superseded: usize,
 }
 
 /// Scan an existing JSONL file, cutting off a partial last line so appends stay valid.
 pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
     let mut done = HashMap::new();
     if !path.exists() {
-        return Ok(Existing { done, truncated_bytes: 0 });
+        return Ok(Existing { done, truncated_bytes: 0, superseded: 0 });
     }
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let total = file.metadata()?.len();
@@ -39,6 +45,7 @@ pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
     let mut reader = BufReader::new(file);
     let mut buf = String::new();
     let mut line_no = 0;
+    let mut superseded = 0;
     loop {
         buf.clear();
         let n = reader.read_line(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
@@ -53,10 +60,15 @@ pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
             key: String,
             #[serde(default)]
             fingerprint: String,
+            #[serde(default)]
+            samples: Vec<serde::de::IgnoredAny>,
         }
         match serde_json::from_str::<Head>(buf.trim_end()) {
             Ok(h) if complete => {
-                done.insert(h.id, Done { key: h.key, fingerprint: h.fingerprint });
+                let samples = h.samples.len() as u32;
+                if done.insert(h.id, Done { key: h.key, fingerprint: h.fingerprint, samples }).is_some() {
+                    superseded += 1;
+                }
                 good_end += n as u64;
             }
             // Only the last line may be partial: anything else means this is not our file.
@@ -72,7 +84,79 @@ pub fn scan_existing(path: &Path) -> anyhow::Result<Existing> {
         let f = OpenOptions::new().write(true).open(path)?;
         f.set_len(good_end)?;
     }
-    Ok(Existing { done, truncated_bytes })
+    Ok(Existing { done, truncated_bytes, superseded })
+}
+
+/// The whole records of `ids` in a JSONL output (the last of each id): an extension's
+/// earlier samples.
+pub fn records_of(path: &Path, ids: &HashSet<&str>) -> anyhow::Result<HashMap<String, VerdictRecord>> {
+    let mut found = HashMap::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let Ok(Id { id }) = serde_json::from_str::<Id>(&line) else { continue };
+        if ids.contains(id.as_str()) {
+            let record: VerdictRecord = serde_json::from_str(&line).with_context(|| format!("{} line {}: a verdict record that cannot be read back", path.display(), n + 1))?;
+            found.insert(id, record);
+        }
+    }
+    Ok(found)
+}
+
+/// Rewrite a JSONL output with one record per id: the last one written, at the place of
+/// the first (so the file stays in input order). Two passes and a map of ids to offsets:
+/// memory grows with the ids, not the records.
+pub fn compact(path: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let read = |what: &str| format!("cannot {what} {}", path.display());
+    let mut last: HashMap<String, u64> = HashMap::new();
+    {
+        let mut reader = BufReader::new(File::open(path).with_context(|| read("read"))?);
+        let (mut at, mut line) = (0u64, String::new());
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).with_context(|| read("read"))?;
+            if n == 0 {
+                break;
+            }
+            let Id { id } = serde_json::from_str(line.trim_end()).with_context(|| read("compact"))?;
+            last.insert(id, at);
+            at += n as u64;
+        }
+    }
+    let tmp = path.with_extension("compacting");
+    {
+        let mut out = std::io::BufWriter::new(File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?);
+        let mut reader = BufReader::new(File::open(path).with_context(|| read("read"))?);
+        let mut lookup = BufReader::new(File::open(path).with_context(|| read("read"))?);
+        let (mut line, mut record) = (String::new(), String::new());
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).with_context(|| read("read"))? == 0 {
+                break;
+            }
+            let Id { id } = serde_json::from_str(line.trim_end()).with_context(|| read("compact"))?;
+            // The first line of an id takes its last record; later lines of it are dropped.
+            let Some(at) = last.remove(&id) else { continue };
+            lookup.seek(SeekFrom::Start(at))?;
+            record.clear();
+            lookup.read_line(&mut record).with_context(|| read("read"))?;
+            out.write_all(record.as_bytes())?;
+        }
+        out.flush()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
 }
 
 /// Appends records, one whole line per write, flushed after each batch.
@@ -149,8 +233,12 @@ impl Output {
         JsonlWriter::append(&self.journal)
     }
 
-    /// Every item is in: a Parquet output is written from its journal, which then goes.
-    pub fn finish(&self) -> anyhow::Result<()> {
+    /// Every item is in: records that later ones replaced (an extension's) go, and a
+    /// Parquet output is written from its journal, which then goes.
+    pub fn finish(&self, superseded: bool) -> anyhow::Result<()> {
+        if superseded && self.journal.exists() {
+            compact(&self.journal)?;
+        }
         if !self.parquet() {
             return Ok(());
         }

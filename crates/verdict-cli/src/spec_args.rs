@@ -1,13 +1,28 @@
 //! The label-spec flags shared by `label` and `submit`, and their checks.
 
 use clap::Args;
-use verdict_core::{Aggregation, LabelSpec, OnBudget, SpecLimits};
+use verdict_core::{Adaptive, Aggregation, LabelSpec, OnBudget, SpecLimits, StopRule};
 
 #[derive(Args, Clone, Debug)]
 pub struct SpecArgs {
-    /// Samples per item (at most --max-k).
-    #[arg(long, default_value_t = 8)]
+    /// Samples per item (at most --max-k); with --k-min, the most an item takes (--k-max).
+    #[arg(long, visible_alias = "k-max", default_value_t = 8)]
     pub k: u32,
+    /// Adaptive k: every item takes this many samples, then more in rounds of --k-round only
+    /// while --stop says it is open, up to --k.
+    #[arg(long)]
+    pub k_min: Option<u32>,
+    /// Adaptive k: samples taken between checks (default: --k-min).
+    #[arg(long, requires = "k_min")]
+    pub k_round: Option<u32>,
+    /// Adaptive k: settled (stop once the samples left cannot change the winner; never
+    /// changes one) or confident (also stop once the leader's share of first places is above
+    /// one half at --confidence).
+    #[arg(long, requires = "k_min", default_value = "settled", value_parser = ["settled", "confident"])]
+    pub stop: String,
+    /// Adaptive k with --stop confident: the confidence, in (0.5, 1).
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
     /// Sampling temperature, ≥ 0 (0 with k = 1 is greedy).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub temperature: f32,
@@ -55,6 +70,10 @@ impl SpecArgs {
         } else if self.k_meta.is_some() {
             anyhow::bail!("--k-meta sets how many samples meta-RM voting keeps, and this run votes without a meta RM (give --meta-rm, or --aggregation meta-rm)");
         }
+        if let Some(k_min) = self.k_min {
+            let stop = if self.stop == "confident" { StopRule::Confident { confidence: self.confidence } } else { StopRule::Settled };
+            s.adaptive = Some(Adaptive { k_min, round: self.k_round.unwrap_or(k_min), stop });
+        }
         s.validate_within(&SpecLimits { max_k: self.max_k }).map_err(|e| anyhow::anyhow!("invalid label settings: {e}"))?;
         Ok(s)
     }
@@ -99,5 +118,18 @@ mod tests {
         assert_eq!(spec(&[], true).unwrap().aggregation, Aggregation::MetaRm { k_meta: None });
         assert_eq!(spec(&["--aggregation", "voting"], true).unwrap().aggregation, Aggregation::Voting);
         assert_eq!(spec(&["--aggregation", "meta-rm"], false).unwrap().aggregation, Aggregation::MetaRm { k_meta: None });
+    }
+
+    #[test]
+    fn adaptive_k_flags() {
+        assert_eq!(spec(&[], false).unwrap().adaptive, None);
+        let s = spec(&["--k-max", "32", "--k-min", "4", "--stop", "confident", "--confidence", "0.9"], false).unwrap();
+        assert_eq!(s.k, 32);
+        assert_eq!(s.adaptive, Some(Adaptive { k_min: 4, round: 4, stop: StopRule::Confident { confidence: 0.9 } }));
+        assert_eq!(spec(&["--k-min", "2", "--k-round", "3"], false).unwrap().adaptive.map(|a| (a.round, a.stop)), Some((3, StopRule::Settled)));
+        assert!(spec(&["--k", "4", "--k-min", "5"], false).unwrap_err().to_string().contains("k_min must be in 1..=k (4), got 5"));
+        assert!(spec(&["--k-min", "2", "--stop", "confident", "--confidence", "0.4"], false).unwrap_err().to_string().contains("confidence must be in (0.5, 1)"));
+        assert!(spec(&["--k-min", "2"], true).unwrap_err().to_string().contains("cannot stop meta-RM voting early"));
+        assert!(spec(&["--k-round", "2"], false).is_err(), "--k-round needs --k-min");
     }
 }

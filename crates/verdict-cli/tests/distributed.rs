@@ -202,6 +202,101 @@ fn a_worker_drains_its_batch_on_sigterm() {
 /// Re-voting needs no GPU and no new samples: a k = 4 job queried, exported and re-voted
 /// at k = 2 gives what a k = 2 job gives (its content keys, verdicts and samples, its DPO
 /// rows), filters apply to the re-voted verdicts, and impossible k's are named.
+/// A counter of a worker's Prometheus endpoint.
+fn worker_counter(port: u16, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn a_job_extended_to_a_larger_k_is_what_a_fresh_run_at_that_k_gives() {
+    let c = Cluster::start(&[]);
+    let port = verdict_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w = c.worker_with("w", model(), &["--batch", "8", "--metrics-listen", &listen]);
+    let examples = examples();
+    let submit = |k: &str| c.ok(&["submit", examples.to_str().unwrap(), "--judge", "tiny", "--k", k, "--max-new-tokens", "32", "--seed", "5", "--wait"]).trim().to_string();
+    let fresh = c.query(&submit("4"));
+    let job = submit("2");
+    // The worker counts a report's samples once the coordinator has it: wait for the count.
+    let made_at_least = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = worker_counter(port, "verdict_worker_samples_total");
+        while got < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            got = worker_counter(port, "verdict_worker_samples_total");
+        }
+        got
+    };
+    let before = made_at_least(16 * 4 + 16 * 2);
+    assert_eq!(before, 16 * 4 + 16 * 2);
+
+    let o = c.run(&["extend", &job, "--k", "4"]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("k = 4; new samples queued for 16 item(s), 0 left as they are"), "{said}");
+    assert_eq!(made_at_least(before + 32) - before, 16 * 2, "an extension makes only the missing samples");
+
+    // Sample for sample and verdict for verdict, what a fresh run at k = 4 gives.
+    let extended = c.query(&job);
+    assert_eq!(extended.len(), 16);
+    for (a, b) in extended.iter().zip(&fresh) {
+        for field in ["id", "key", "summed", "mean", "winner", "margin", "tie", "valid", "agreement", "sample_scores"] {
+            assert_eq!(a[field], b[field], "item {} field {field}", b["id"]);
+        }
+        let samples = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| (s["index"].clone(), s["permutation"].clone(), s["raw"].clone(), s["scores"].clone())).collect::<Vec<_>>();
+        assert_eq!(samples(a), samples(b), "item {}", b["id"]);
+    }
+    assert!(c.ok(&["status", &job]).contains("(k=4,"), "the job's spec says k = 4 now");
+    let file = |name: &str| c.dir.path().join(name).to_str().unwrap().to_string();
+    c.ok(&["export", &job, "--k", "2", "--format", "rewards", "-o", &file("at-2.jsonl")]);
+    assert!(!std::fs::read_to_string(file("at-2.jsonl")).unwrap().is_empty(), "the extended job re-votes at its old k");
+
+    // Again at the same k: nothing left to do. A smaller k is a re-vote, not an extension.
+    let o = c.run(&["extend", &job, "--k", "4"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("new samples queued for 0 item(s), 16 left as they are"));
+    let o = c.run(&["extend", &job, "--k", "3"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("k 3 is less than job"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = c.run(&["extend", &job, "--k", "65"]);
+    assert!(!o.status.success(), "past the coordinator's --max-k");
+}
+
+#[test]
+fn adaptive_k_in_a_job_stops_each_item_where_the_embedded_run_does() {
+    let c = Cluster::start(&[]);
+    let _w = c.worker("w", "8");
+    let examples = examples();
+    let flags = ["--k", "6", "--k-min", "2", "--stop", "confident", "--confidence", "0.6", "--max-new-tokens", "32", "--seed", "5"];
+    let mut args = vec!["submit", examples.to_str().unwrap(), "--judge", "tiny", "--wait"];
+    args.extend_from_slice(&flags);
+    let job = c.ok(&args).trim().to_string();
+    let stored = c.query(&job);
+    let out = c.dir.path().join("embedded.jsonl");
+    let o = bin().args(["label", examples.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model().to_str().unwrap()]).args(flags).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let embedded: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(stored.len(), 16);
+    let mut by_id: HashMap<String, &Value> = embedded.iter().map(|r| (r["id"].as_str().unwrap().to_string(), r)).collect();
+    for r in &stored {
+        let e = by_id.remove(r["id"].as_str().unwrap()).unwrap();
+        for field in ["stopped", "summed", "winner", "valid", "sample_scores"] {
+            assert_eq!(r[field], e[field], "item {} field {field}", r["id"]);
+        }
+        // Postgres text holds no NUL: the store keeps a judge's NULs as U+FFFD.
+        let raw = |v: &Value| v["samples"].as_array().unwrap().iter().map(|s| s["raw"].as_str().unwrap().replace('\0', "\u{FFFD}")).collect::<Vec<_>>();
+        assert_eq!(raw(r), raw(e), "item {}", r["id"]);
+    }
+    assert!(stored.iter().any(|r| r["samples"].as_array().unwrap().len() < 6), "some item stopped early");
+    // There is no k to extend when each item took what it needed.
+    let o = c.run(&["extend", &job, "--k", "8"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("adaptive k"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn a_job_revoted_at_a_smaller_k_is_what_a_run_at_that_k_gives() {
     let c = Cluster::start(&[]);

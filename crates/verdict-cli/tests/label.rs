@@ -84,6 +84,70 @@ fn rerunning_resumes_and_repairs_a_cut_line() {
     assert!(stderr(&o).contains("under other settings"), "{}", stderr(&o));
 }
 
+/// `label` at k samples per item, with the shared settings of `label`.
+fn label_at(k: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    bin().arg("label").arg(input).arg("-o").arg(output).arg("--model").arg(model()).args(["--k", k, "--max-new-tokens", "24"]).args(extra).output().unwrap()
+}
+
+#[test]
+fn a_larger_k_on_an_existing_output_makes_only_the_new_samples_and_equals_a_fresh_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = tmp.path().join("fresh.jsonl");
+    assert!(label_at("4", &examples(), &fresh, &[]).status.success());
+    let out = tmp.path().join("out.jsonl");
+    assert!(label_at("2", &examples(), &out, &[]).status.success());
+
+    let o = label_at("4", &examples(), &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("extending 16 item(s)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("samples: 32 total"), "only samples 2 and 3 of each item are made: {}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&fresh).unwrap(), "extended to k = 4, the output is a fresh k = 4 run's, line for line");
+
+    // Interrupted between the extended records and the compaction: the next run keeps the
+    // last record of each id and writes one line per item again.
+    let two = tmp.path().join("two.jsonl");
+    assert!(label_at("2", &examples(), &two, &[]).status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&fresh).unwrap().lines().map(str::to_string).collect();
+    let mut half = std::fs::read_to_string(&two).unwrap();
+    for l in &lines[..5] {
+        half.push_str(l);
+        half.push('\n');
+    }
+    std::fs::write(&two, half).unwrap();
+    let o = label_at("4", &examples(), &two, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("5 already in"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("extending 11 item(s)"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&two).unwrap(), std::fs::read_to_string(&fresh).unwrap());
+
+    // A smaller k is refused with what to do instead.
+    let o = label_at("3", &examples(), &out, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("at k = 4, more samples than this run's 3"), "{}", stderr(&o));
+}
+
+#[test]
+fn adaptive_k_writes_why_each_item_stopped_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("adaptive.jsonl");
+    let flags = ["--k-min", "2", "--stop", "confident", "--confidence", "0.6"];
+    let o = label_at("6", &examples(), &out, &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = read_lines(&out);
+    assert_eq!(records.len(), 16);
+    let taken: Vec<usize> = records.iter().map(|r| r["samples"].as_array().unwrap().len()).collect();
+    for (r, n) in records.iter().zip(&taken) {
+        assert!([2, 4, 6].contains(n), "{r}");
+        let why = r["stopped"].as_str().unwrap();
+        assert!(["settled", "confident", "k_max"].contains(&why), "{why}");
+        assert_eq!(why == "k_max", *n == 6, "{r}");
+    }
+    assert!(taken.iter().sum::<usize>() < 16 * 6, "some items stop early: {taken:?}");
+    assert!(stderr(&o).contains(&format!("samples: {} total", taken.iter().sum::<usize>())), "{}", stderr(&o));
+    let o = label_at("6", &examples(), &out, &flags);
+    assert!(stderr(&o).contains("labeled 0 item(s)"), "an adaptive output resumes: {}", stderr(&o));
+}
+
 const BAD: &str = r#"{"id":"ok-1","prompt":"p","chosen":"c","rejected":"r"}
 {"id":"broken", "prompt": "p", "responses": ["a"
 {"id":"no-rejected","prompt":"p","chosen":"c"}

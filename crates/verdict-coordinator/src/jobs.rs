@@ -172,7 +172,7 @@ impl Shared {
         }
         let queued: Vec<QueuedItem> = items
             .iter()
-            .map(|(_, item)| QueuedItem { job_id: job.id.to_string(), spec: job.spec.clone(), item: item.clone() })
+            .map(|(_, item)| QueuedItem { job_id: job.id.to_string(), spec: job.spec.clone(), item: item.clone(), first_sample: 0 })
             .collect();
         let entries = self.queue.enqueue(&job.judge, &queued).await?;
         let pairs: Vec<(String, String)> = items.iter().map(|(id, _)| id.clone()).zip(entries).collect();
@@ -356,5 +356,12 @@ impl JobService for Jobs {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn extend_job(&self, req: Request<v1::ExtendJobRequest>) -> Result<Response<v1::ExtendJobResponse>, Status> {
+        let req = req.into_inner();
+        let id = job_id(&req.job_id)?;
+        let (job, done) = self.shared.extend_job(id, req.k).await?;
+        Ok(Response::new(v1::ExtendJobResponse { job: Some(job), queued: done.queued, unchanged: done.unchanged }))
     }
 }

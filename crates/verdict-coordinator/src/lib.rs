@@ -9,9 +9,10 @@
 //! an enqueue that failed after the commit).
 //!
 //! Layout: [`server`] (start-up, drain), [`jobs`], [`workers`], [`verdicts`] (the three
-//! services), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
+//! services), [`extend`] (raising a finished job's k), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
 
 pub mod error;
+pub mod extend;
 pub mod jobs;
 pub mod metrics;
 pub mod server;

@@ -168,6 +168,7 @@ mod tests {
             tie,
             valid,
             agreement: 1.0,
+            stopped: None,
         };
         VerdictRecord::new(&item, "k".into(), &LabelSpec::new("j"), &Fingerprints::default(), v, vec![])
     }

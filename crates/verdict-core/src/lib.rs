@@ -13,11 +13,14 @@
 //! - [`template`]: the DeepSeek-GRM prompt, by named version.
 //! - [`parse`]: scores out of a judgement (`\boxed{..}` or `[[..]]`), principles, critique.
 //! - [`sample`], [`vote`], [`verdict`]: samples, aggregation, and the verdict record.
+//! - [`revote`], [`adaptive`]: a verdict at a smaller k, and the rules that stop an item
+//!   early under adaptive k.
 //!
 //! - [`redact`]: service URLs without their passwords, for messages.
 //!
 //! Everything here is deterministic: the same inputs give the same outputs on any machine.
 
+pub mod adaptive;
 pub mod export;
 pub mod item;
 pub mod key;
@@ -31,6 +34,7 @@ pub mod template;
 pub mod verdict;
 pub mod vote;
 
+pub use adaptive::{Adaptive, StopRule, Stopped};
 pub use item::{FieldError, Item, Message, Problem, Prompt};
 pub use key::{ContentKey, Fingerprints};
 pub use parse::{parse_judgement, ParseFailure, ParsedJudgement};

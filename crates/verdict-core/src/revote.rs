@@ -17,7 +17,7 @@ pub struct AtK {
 pub enum RevoteError {
     #[error("--k must be at least 1")]
     ZeroK,
-    #[error("--k {k} is more than the job's k = {job_k}: samples {job_k}..{k} were never taken")]
+    #[error("--k {k} is more than the job's k = {job_k}: samples {job_k}..{k} were never taken (`verdict extend JOB --k {k}` makes only those)")]
     MoreThanTaken { k: u32, job_k: u32 },
     #[error("--meta-rm-k {k_meta} is more than --k {k}")]
     MetaMoreThanK { k_meta: u32, k: u32 },

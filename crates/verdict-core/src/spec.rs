@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::{Adaptive, StopRule};
+
 /// A named version of the GRM prompt. Stored with every verdict so that old labels stay
 /// interpretable when the template changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -74,6 +76,10 @@ pub struct LabelSpec {
     pub aggregation: Aggregation,
     #[serde(default)]
     pub on_budget: OnBudget,
+    /// Adaptive k: sample in rounds and stop an item early (then `k` is the most it takes).
+    /// Absent from the JSON when off, so content keys of fixed-k specs never change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
 }
 
 /// Bounds a service puts on specs, so one job cannot ask for unbounded work per item.
@@ -105,6 +111,14 @@ pub enum SpecError {
     KMeta { k_meta: u32, k: u32 },
     #[error("unknown template version {0:?} (known: grm-v1)")]
     UnknownTemplate(String),
+    #[error("adaptive k: k_min must be in 1..=k ({k}), got {k_min}")]
+    KMin { k_min: u32, k: u32 },
+    #[error("adaptive k: a round must take at least 1 sample")]
+    ZeroRound,
+    #[error("adaptive k: the confidence must be in (0.5, 1), got {0}")]
+    Confidence(f64),
+    #[error("adaptive k cannot stop meta-RM voting early: it keeps the best-rated samples of all k")]
+    AdaptiveMetaRm,
 }
 
 impl LabelSpec {
@@ -120,6 +134,7 @@ impl LabelSpec {
             template: TemplateVersion::GrmV1,
             aggregation: Aggregation::Voting,
             on_budget: OnBudget::Force,
+            adaptive: None,
         }
     }
 
@@ -148,6 +163,22 @@ impl LabelSpec {
         if let Aggregation::MetaRm { k_meta: Some(k_meta) } = self.aggregation {
             if k_meta == 0 || k_meta > self.k {
                 return Err(SpecError::KMeta { k_meta, k: self.k });
+            }
+        }
+        if let Some(a) = &self.adaptive {
+            if a.k_min == 0 || a.k_min > self.k {
+                return Err(SpecError::KMin { k_min: a.k_min, k: self.k });
+            }
+            if a.round == 0 {
+                return Err(SpecError::ZeroRound);
+            }
+            if let StopRule::Confident { confidence } = a.stop {
+                if !(confidence > 0.5 && confidence < 1.0) {
+                    return Err(SpecError::Confidence(confidence));
+                }
+            }
+            if self.uses_meta_rm() {
+                return Err(SpecError::AdaptiveMetaRm);
             }
         }
         Ok(())

@@ -24,6 +24,10 @@ pub struct Verdict {
     pub valid: u32,
     /// Share of counted samples that rank the winner first (ties included).
     pub agreement: f64,
+    /// Under adaptive k: why the item stopped taking samples (its samples say how many it
+    /// took). Absent under a fixed k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::Stopped>,
 }
 
 /// One output line: the item, the spec's identity, the verdict and every sample.

@@ -41,6 +41,7 @@ pub fn vote(samples: &[Sample], n: usize, tie_seed: u64) -> Verdict {
             tie: false,
             valid: 0,
             agreement: 0.0,
+            stopped: None,
         };
     }
 
@@ -67,6 +68,7 @@ pub fn vote(samples: &[Sample], n: usize, tie_seed: u64) -> Verdict {
         tie: tied.len() > 1,
         valid: valid.len() as u32,
         agreement: agree as f64 / valid.len() as f64,
+        stopped: None,
     }
 }
 

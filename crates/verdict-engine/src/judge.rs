@@ -11,7 +11,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use verdict_core::shuffle::sample_permutation;
-use verdict_core::{aggregate, template, ContentKey, FieldError, Fingerprints, Item, LabelSpec, Problem, Sample, VerdictRecord};
+use verdict_core::{aggregate, template, ContentKey, FieldError, Fingerprints, Item, LabelSpec, Problem, Sample, Stopped, Verdict, VerdictRecord};
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::{Head, ModelConfig};
@@ -61,8 +61,16 @@ pub struct PreparedItem {
     /// content and the spec seed only, so sample j is the same whatever k, the token budget
     /// or the judge's file fingerprint: the first k' samples of a k-sample run are a k'-run.
     pub item_seed: u64,
-    /// Per sample: its permutation and the index of its prompt in `prompts`.
+    /// Per sample to compute, samples `first..k`: its permutation and the index of its
+    /// prompt in `prompts`.
     pub samples: Vec<(Vec<u32>, usize)>,
+    /// The index of the first sample to compute: 0, or the k of an earlier run being
+    /// extended (its samples are the same as a fresh run's, so only the new ones are made).
+    pub first: u32,
+    /// Samples `0..first` already made, when the caller has them: the verdict is voted over
+    /// them and the new ones together. Empty with `first` > 0 yields a record of the new
+    /// samples alone, which the holder of the earlier ones completes (the coordinator).
+    pub prior: Vec<Sample>,
     /// Distinct rendered prompts (one per distinct permutation), as text and token ids.
     pub prompts: Vec<(String, Vec<u32>)>,
 }
@@ -149,14 +157,19 @@ impl Prompter {
     /// Render, tokenize and length-check an item's k prompts. A bad item is an error that
     /// names the item and the field, and never stops the others.
     pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
+        self.prepare_from(item, spec, 0)
+    }
+
+    /// `prepare`, for samples `first..spec.k` only: an extension of a run of k = `first`.
+    pub fn prepare_from(&self, item: Item, spec: &LabelSpec, first: u32) -> std::result::Result<PreparedItem, EngineError> {
         let key = ContentKey::of(&item, spec, &self.fingerprints);
         let item_seed = ContentKey::of_item(&item).seed_bits();
         let n = item.responses.len();
         let limit = self.cfg.max_position_embeddings.saturating_sub(spec.max_new_tokens as usize);
         let mut by_perm: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut prompts = Vec::new();
-        let mut samples = Vec::with_capacity(spec.k as usize);
-        for j in 0..spec.k {
+        let mut samples = Vec::with_capacity(spec.k.saturating_sub(first) as usize);
+        for j in first.min(spec.k)..spec.k {
             let perm = sample_permutation(n, spec.seed, item_seed, j);
             let idx = match by_perm.get(&perm) {
                 Some(&i) => i,
@@ -177,7 +190,7 @@ impl Prompter {
             };
             samples.push((perm, idx));
         }
-        Ok(PreparedItem { item, key, item_seed, samples, prompts })
+        Ok(PreparedItem { item, key, item_seed, samples, prompts, first, prior: Vec::new() })
     }
 }
 
@@ -244,6 +257,11 @@ impl Judge {
     /// See [`Prompter::prepare`].
     pub fn prepare(&self, item: Item, spec: &LabelSpec) -> std::result::Result<PreparedItem, EngineError> {
         self.prompter.prepare(item, spec)
+    }
+
+    /// See [`Prompter::prepare_from`].
+    pub fn prepare_from(&self, item: Item, spec: &LabelSpec, first: u32) -> std::result::Result<PreparedItem, EngineError> {
+        self.prompter.prepare_from(item, spec, first)
     }
 
     /// Change the most sequences per batch (benchmarks sweep it without reloading).
@@ -328,7 +346,10 @@ impl Judge {
         let header = self.template_header(spec)?;
         let (rows, _) = self.sizing(max_prompt, header.len(), max_new, spec.k as usize);
         let rows = rows.min(samples.unwrap_or(usize::MAX)).max(1);
-        let pool = pool_slots(rows, max_prompt, header.len(), spec.k as usize);
+        // Under adaptive k an item holds its prompts from round to round, while only a
+        // round's samples read them: size the pool for rounds, not for k.
+        let sharing = spec.adaptive.map_or(spec.k, |a| a.round.min(spec.k));
+        let pool = pool_slots(rows, max_prompt, header.len(), sharing as usize);
         let device = self.model.device();
         let stage = SamplingStage {
             token_texts: &self.token_texts,
@@ -344,29 +365,28 @@ impl Judge {
         Ok(Session::new(self, spec.clone(), engine, fixed_length))
     }
 
+    /// An item's finished samples (its first ones, in index order), parsed.
+    pub(crate) fn samples_of<'o>(&self, p: &PreparedItem, outs: impl IntoIterator<Item = &'o GenOutput>) -> Vec<Sample> {
+        let made = outs.into_iter().enumerate().map(|(j, out)| {
+            let prompt_len = p.prompts[p.samples[j].1].1.len() as u32;
+            Sample::from_generation(p.first + j as u32, p.samples[j].0.clone(), out.text.clone(), out.finish, out.forced, prompt_len, out.tokens.len() as u32)
+        });
+        p.prior.iter().cloned().chain(made).collect()
+    }
+
     /// Parse finished samples into verdicts: meta-RM scores for all of them at once, then
-    /// each item's aggregate.
-    pub(crate) fn verdicts(&self, done: Vec<(PreparedItem, Vec<GenOutput>)>, spec: &LabelSpec) -> Result<Vec<VerdictRecord>> {
-        let mut per_item: Vec<Vec<Sample>> = done
-            .iter()
-            .map(|(p, outs)| {
-                outs.iter()
-                    .enumerate()
-                    .map(|(j, out)| {
-                        let prompt_len = p.prompts[p.samples[j].1].1.len() as u32;
-                        Sample::from_generation(j as u32, p.samples[j].0.clone(), out.text.clone(), out.finish, out.forced, prompt_len, out.tokens.len() as u32)
-                    })
-                    .collect()
-            })
-            .collect();
+    /// each item's aggregate (with why it stopped, under adaptive k).
+    pub(crate) fn verdicts(&self, done: Vec<(PreparedItem, Vec<GenOutput>, Option<Stopped>)>, spec: &LabelSpec) -> Result<Vec<VerdictRecord>> {
+        let mut per_item: Vec<Vec<Sample>> = done.iter().map(|(p, outs, _)| self.samples_of(p, outs)).collect();
         if let Some(meta) = &self.meta {
             let mut owners = Vec::new();
             let mut pairs = Vec::new();
+            // Only the new samples: prior ones carry their meta scores already.
             for (i, samples) in per_item.iter().enumerate() {
                 let p = &done[i].0;
-                for (j, s) in samples.iter().enumerate() {
+                for (j, s) in samples.iter().enumerate().skip(p.prior.len()) {
                     owners.push((i, j));
-                    pairs.push((p.prompts[p.samples[j].1].0.as_str(), s.raw.as_str()));
+                    pairs.push((p.prompts[p.samples[j - p.prior.len()].1].0.as_str(), s.raw.as_str()));
                 }
             }
             let scores = meta.score(&pairs, self.options.max_batch.min(CPU_BATCH))?;
@@ -378,8 +398,8 @@ impl Judge {
         Ok(done
             .iter()
             .zip(per_item)
-            .map(|((p, _), samples)| {
-                let verdict = aggregate(spec, p.item_seed, p.item.responses.len(), &samples);
+            .map(|((p, _, stopped), samples)| {
+                let verdict = Verdict { stopped: *stopped, ..aggregate(spec, p.item_seed, p.item.responses.len(), &samples) };
                 VerdictRecord::new(&p.item, p.key.hex(), spec, self.fingerprints(), verdict, samples)
             })
             .collect())

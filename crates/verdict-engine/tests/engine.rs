@@ -365,3 +365,51 @@ fn a_spec_the_judge_cannot_run_is_refused_up_front() {
     assert!(judge.check_spec(&meta).unwrap_err().to_string().contains("meta reward model"));
     assert!(judge.check_spec(&spec(&judge)).is_ok());
 }
+
+#[test]
+fn adaptive_k_takes_rounds_of_the_full_runs_samples_and_says_why_it_stopped() {
+    use verdict_core::{aggregate, Adaptive, StopRule, Stopped};
+    let judge = load(Arch::Qwen2, 6);
+    let full = LabelSpec { k: 6, ..spec(&judge) };
+    let p = prepared(&judge, &full, 6);
+    let all = judge.judge(&p, &full).unwrap();
+    // Batch 2: a prompt pool far smaller than the items in flight, whose held prompts must
+    // make room for new ones (items between rounds once filled it and nothing could start).
+    let small = load(Arch::Qwen2, 2);
+    let confident = StopRule::Confident { confidence: 0.6 };
+    for (judge, roomy, stop, confidence) in [(&judge, true, StopRule::Settled, None), (&judge, true, confident, Some(0.6)), (&small, false, confident, Some(0.6))] {
+        let adaptive = LabelSpec { adaptive: Some(Adaptive { k_min: 2, round: 2, stop }), ..full.clone() };
+        let p = prepared(&judge, &adaptive, 6);
+        let (got, stats) = judge.judge_with(&p, &adaptive, false).unwrap();
+        // Prompts are held between an item's rounds (with room in the pool, none is prefilled
+        // twice), and a batch of 2 with six items in flight still finishes.
+        let distinct = p.iter().map(|x| x.prompts.len()).sum::<usize>();
+        if roomy {
+            assert!(stats.prompts <= distinct, "{} prefills of {distinct} prompts", stats.prompts);
+        }
+        let mut early = 0;
+        for (a, f) in got.iter().zip(&all) {
+            let n = a.samples.len();
+            assert!([2, 4, 6].contains(&n), "item {}: {n} samples is not a whole number of rounds", a.id);
+            // The samples an item took are the full run's first ones, token for token.
+            let raw = |r: &verdict_core::VerdictRecord| r.samples.iter().map(|s| (s.index, s.raw.clone())).collect::<Vec<_>>();
+            assert_eq!(raw(a), raw(f)[..n].to_vec(), "item {}", a.id);
+            let stopped = a.verdict.stopped.expect("an adaptive verdict says why it stopped");
+            // Its verdict is the vote over those samples, and it stopped only where the rule says.
+            let seed = verdict_core::ContentKey::of_item(&items(6).into_iter().find(|i| i.id == a.id).unwrap()).seed_bits();
+            assert_eq!(a.verdict.winner, aggregate(&adaptive, seed, 2, &a.samples).winner);
+            let rule = Adaptive { k_min: 2, round: 2, stop };
+            assert_eq!(rule.check(&a.samples, 2, 6), Some(stopped), "item {}", a.id);
+            for m in (2..n).step_by(2) {
+                assert_eq!(rule.check(&a.samples[..m], 2, 6), None, "item {} could have stopped at {m}", a.id);
+            }
+            if stopped == Stopped::Settled {
+                assert_eq!(a.verdict.winner, f.verdict.winner, "a settled item keeps the full run's winner");
+            }
+            early += usize::from(n < 6);
+        }
+        if confidence.is_some() {
+            assert!(early > 0, "at confidence 0.6 some item stops after its first round");
+        }
+    }
+}

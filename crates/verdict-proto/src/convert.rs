@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 use verdict_core::{
-    parse::ParseFailure, Aggregation, FieldError, FinishReason, Item, LabelSpec, Message, OnBudget, ParseStatus, Problem,
-    Prompt, Sample, SpecLimits, TemplateVersion, Verdict, VerdictRecord,
+    parse::ParseFailure, Adaptive, Aggregation, FieldError, FinishReason, Item, LabelSpec, Message, OnBudget, ParseStatus,
+    Problem, Prompt, Sample, SpecLimits, StopRule, Stopped, TemplateVersion, Verdict, VerdictRecord,
 };
 
 use crate::v1;
@@ -106,6 +106,14 @@ pub fn spec_from_wire(w: &v1::LabelSpec, limits: &SpecLimits) -> Result<LabelSpe
     } else if w.k_meta != 0 {
         return Err(ConvertError::Spec("k_meta is set but aggregation is not AGGREGATION_META_RM".into()));
     }
+    if let Some(a) = &w.adaptive {
+        let stop = match a.stop.as_str() {
+            "" | "settled" => StopRule::Settled,
+            "confident" => StopRule::Confident { confidence: a.confidence },
+            other => return Err(ConvertError::Spec(format!("adaptive.stop {other:?}: use \"settled\" or \"confident\""))),
+        };
+        s.adaptive = Some(Adaptive { k_min: a.k_min, round: if a.round == 0 { a.k_min } else { a.round }, stop });
+    }
     s.validate_within(limits).map_err(|e| ConvertError::Spec(e.to_string()))?;
     Ok(s)
 }
@@ -130,6 +138,13 @@ pub fn spec_to_wire(s: &LabelSpec) -> v1::LabelSpec {
             OnBudget::Force => v1::OnBudget::Force,
             OnBudget::Invalid => v1::OnBudget::Invalid,
         } as i32,
+        adaptive: s.adaptive.map(|a| {
+            let (stop, confidence) = match a.stop {
+                StopRule::Settled => ("settled", 0.0),
+                StopRule::Confident { confidence } => ("confident", confidence),
+            };
+            v1::AdaptiveK { k_min: a.k_min, round: a.round, stop: stop.to_string(), confidence }
+        }),
     }
 }
 
@@ -220,6 +235,7 @@ pub fn verdict_to_wire(v: &Verdict) -> v1::Verdict {
         tie: v.tie,
         valid: v.valid,
         agreement: v.agreement,
+        stopped: v.stopped.map(|s| s.name().to_string()).unwrap_or_default(),
     }
 }
 
@@ -234,6 +250,7 @@ pub fn verdict_from_wire(w: &v1::Verdict, samples: &[Sample]) -> Verdict {
         tie: w.tie,
         valid: w.valid,
         agreement: w.agreement,
+        stopped: Stopped::from_name(&w.stopped),
     }
 }
 

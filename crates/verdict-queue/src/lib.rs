@@ -71,6 +71,14 @@ pub struct QueuedItem {
     pub job_id: String,
     pub spec: LabelSpec,
     pub item: Item,
+    /// The first sample to make: 0, or the k of the run this entry extends to `spec.k`
+    /// (`verdict extend`): samples `0..first_sample` are stored already.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_sample: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A leased entry.

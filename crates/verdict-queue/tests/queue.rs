@@ -11,6 +11,7 @@ fn item(i: usize) -> QueuedItem {
         job_id: "job-1".into(),
         spec: LabelSpec::new("tiny"),
         item: Item::from_json_line(&format!(r#"{{"id":"i{i}","prompt":"p{i}","responses":["a","b"]}}"#)).unwrap(),
+        first_sample: 0,
     }
 }
 

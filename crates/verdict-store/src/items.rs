@@ -14,7 +14,7 @@ use sqlx::Row;
 use uuid::Uuid;
 use verdict_core::{Item, LabelSpec};
 
-use crate::{corrupt, Result, Store};
+use crate::{corrupt, json_column, Result, Store};
 
 pub struct NewItem {
     pub item_id: String,
@@ -82,8 +82,8 @@ pub mod per_message {
                  ORDER BY v.created_at LIMIT 1
              ) v ON TRUE
          ), copy_verdicts AS (
-             INSERT INTO verdicts (job_id, item_id, key, judge, fingerprint, meta_fingerprint, template, summed, mean, winner, margin, tie, valid, agreement, worker)
-             SELECT $1, p.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, ''
+             INSERT INTO verdicts (job_id, item_id, key, judge, fingerprint, meta_fingerprint, template, summed, mean, winner, margin, tie, valid, agreement, worker, stopped)
+             SELECT $1, p.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, '', v.stopped
              FROM pick p JOIN verdicts v ON v.job_id = p.src_job AND v.item_id = p.src_item
              ON CONFLICT (job_id, item_id) DO NOTHING
          ), copy_samples AS (
@@ -193,13 +193,11 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let item_id: String = r.try_get("item_id")?;
-                let item: serde_json::Value = r.try_get("item")?;
-                let spec: serde_json::Value = r.try_get("spec")?;
                 Ok(StaleItem {
                     job_id: r.try_get("job_id")?,
                     entry_id: r.try_get("entry_id")?,
-                    item: serde_json::from_value(item).map_err(|e| corrupt(format!("item {item_id}"), e))?,
-                    spec: serde_json::from_value(spec).map_err(|e| corrupt(format!("spec of item {item_id}"), e))?,
+                    item: json_column(r, "item", || format!("item {item_id}"))?,
+                    spec: json_column(r, "spec", || format!("spec of item {item_id}"))?,
                     item_id,
                 })
             })

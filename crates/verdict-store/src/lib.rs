@@ -10,6 +10,7 @@
 //! queue bookkeeping), [`judges`] (which weights a judge name stands for), [`results`] (recording verdicts and failures), [`read`] (verdict
 //! records back out, with filters).
 
+pub mod extend;
 pub mod items;
 pub mod jobs;
 pub mod judges;
@@ -18,6 +19,7 @@ pub mod results;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+pub use extend::{extension_start, DoneItem, EXTEND_PAGE};
 pub use items::{Inserted, NewItem, StaleItem};
 pub use jobs::{JobRow, JobState, Progress};
 pub use judges::JudgeRow;
@@ -78,6 +80,13 @@ impl Store {
 pub(crate) fn array_literal<T: std::fmt::Display>(values: &[T]) -> String {
     let body: Vec<String> = values.iter().map(|v| v.to_string()).collect();
     format!("{{{}}}", body.join(","))
+}
+
+/// A JSONB column read back into its type (an item, a spec); `what` names it in the error.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(r: &sqlx::postgres::PgRow, column: &str, what: impl FnOnce() -> String) -> Result<T> {
+    use sqlx::Row;
+    let v: serde_json::Value = r.try_get(column)?;
+    serde_json::from_value(v).map_err(|e| corrupt(what(), e))
 }
 
 pub(crate) fn corrupt(what: impl Into<String>, problem: impl std::fmt::Display) -> StoreError {

@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 use verdict_core::parse::ParseFailure;
-use verdict_core::{FinishReason, Item, ParseStatus, Sample, Verdict, VerdictRecord};
+use verdict_core::{FinishReason, Item, ParseStatus, Sample, Stopped, Verdict, VerdictRecord};
 
 use crate::{corrupt, Result, Store, StoreError};
 
@@ -37,7 +37,7 @@ impl VerdictFilter {
     }
 }
 
-fn sample_from_row(r: &PgRow) -> Result<(String, Sample)> {
+pub(crate) fn sample_from_row(r: &PgRow) -> Result<(String, Sample)> {
     let item_id: String = r.try_get("item_id")?;
     let index: i32 = r.try_get("sample_index")?;
     let what = || format!("sample {index} of item {item_id}");
@@ -95,6 +95,7 @@ fn record_from_row(r: &PgRow, samples: Vec<Sample>) -> Result<VerdictRecord> {
         tie: r.try_get("tie")?,
         valid: r.try_get::<i32, _>("valid")? as u32,
         agreement: r.try_get("agreement")?,
+        stopped: r.try_get::<Option<String>, _>("stopped")?.as_deref().and_then(Stopped::from_name),
     };
     let agrees_with_reference = match (item.reference_winner, verdict.winner) {
         (Some(a), Some(b)) => Some(a == b),
@@ -138,7 +139,7 @@ impl Store {
     /// of a 100k-item job read all the job's verdicts again.
     pub async fn query_verdicts(&self, job_id: Uuid, f: &VerdictFilter, only_item: Option<&str>) -> Result<Vec<VerdictRecord>> {
         let rows = sqlx::query(
-            "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, i.item
+            "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, v.stopped, i.item
              FROM verdicts v JOIN items i ON i.job_id = v.job_id AND i.item_id = v.item_id
              WHERE v.job_id = $1
                AND ($2::int IS NULL OR v.winner = $2)

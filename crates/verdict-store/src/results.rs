@@ -100,12 +100,23 @@ struct VerdictColumns {
     valid: Vec<i32>,
     agreement: Vec<f64>,
     worker: Vec<String>,
+    stopped: Vec<Option<&'static str>>,
 }
 
 impl Store {
     /// Store a report: upsert verdicts and samples, mark items done; mark failed items.
     /// Items of cancelled jobs stay cancelled (a late verdict is still kept).
+    /// An extension's report (samples from index k of the earlier run on) stores its new
+    /// samples and a verdict voted over all of the item's samples.
     pub async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
+        let records: Vec<(Uuid, &VerdictRecord)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Verdict { job_id, record, .. } => Some((*job_id, record.as_ref())),
+                Outcome::Failure { .. } => None,
+            })
+            .collect();
+        let mut voted = self.complete_extensions(&records).await?.into_iter();
         let mut s = SampleColumns::default();
         let mut v = VerdictColumns::default();
         let (mut f_job, mut f_item, mut f_state, mut f_error) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -132,7 +143,8 @@ impl Store {
                         s.meta.push(smp.meta_score);
                         s.raw.push(clean(&smp.raw));
                     }
-                    let vd = &r.verdict;
+                    let whole = voted.next().flatten();
+                    let vd = whole.as_ref().unwrap_or(&r.verdict);
                     v.job.push(*job_id);
                     v.item.push(r.id.clone());
                     v.key.push(r.key.clone());
@@ -148,6 +160,7 @@ impl Store {
                     v.valid.push(vd.valid as i32);
                     v.agreement.push(vd.agreement);
                     v.worker.push(worker.clone());
+                    v.stopped.push(vd.stopped.map(|s| s.name()));
                 }
                 Outcome::Failure { job_id, item_id, failure } => {
                     f_job.push(*job_id);
@@ -161,15 +174,15 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if !v.job.is_empty() {
             sqlx::query(
-                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint)
-                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[], $14::text[], $15::text[])
-                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint)
+                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped)
+                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[], $14::text[], $15::text[], $16::text[])
+                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped)
                  ON CONFLICT (job_id, item_id) DO UPDATE SET
                    key = EXCLUDED.key, judge = EXCLUDED.judge, fingerprint = EXCLUDED.fingerprint, meta_fingerprint = EXCLUDED.meta_fingerprint,
                    template = EXCLUDED.template, summed = EXCLUDED.summed,
                    mean = EXCLUDED.mean, winner = EXCLUDED.winner, margin = EXCLUDED.margin, tie = EXCLUDED.tie,
-                   valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker",
+                   valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker, stopped = EXCLUDED.stopped",
             )
             .bind(&v.job)
             .bind(&v.item)
@@ -186,6 +199,7 @@ impl Store {
             .bind(&v.worker)
             .bind(&v.fingerprint)
             .bind(&v.meta_fingerprint)
+            .bind(&v.stopped)
             .execute(&mut *tx)
             .await?;
             sqlx::query(

@@ -15,7 +15,7 @@ use verdict_queue::{Entry, LeaseConnection, Queue};
 
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
-use crate::pipeline::{Input, Outcome, PipelineError, Sink, Source};
+use crate::pipeline::{Extend, Input, Outcome, PipelineError, Sink, Source};
 use crate::report::{Backoff, Coordinator};
 
 /// Entries leased and not yet reported, and the coordinator's refusal if it came.
@@ -91,7 +91,9 @@ impl QueueSource {
                 } else if cancelled.contains(&e.item.job_id) {
                     Input::Settled { tag, outcome: Outcome::Cancelled }
                 } else {
-                    Input::Judge { tag, spec: e.item.spec, item: e.item.item }
+                    // An extension's earlier samples are in Postgres: the coordinator votes
+                    // over them with the new ones.
+                    Input::Judge { tag, spec: e.item.spec, item: e.item.item, extend: Extend { first: e.item.first_sample, prior: Vec::new() } }
                 }
             })
             .collect()

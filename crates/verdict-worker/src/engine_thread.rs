@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use verdict_core::{Item, LabelSpec};
 use verdict_engine::{EngineError, Judge, PreparedItem, Session};
 
-use crate::pipeline::Outcome;
+use crate::pipeline::{Extend, Outcome};
 
 /// Prompt length a session is sized for at least.
 pub const PLANNING_PROMPT_TOKENS: usize = 1024;
@@ -54,10 +54,10 @@ fn send(events: &UnboundedSender<EngineEvent>, seq: u64, outcome: Outcome) {
 /// The preparing thread: render and tokenize each item, passing it on ready for the engine;
 /// an item the judge cannot take (a prompt too long, a spec it cannot run) is settled here.
 /// Ends when the work channel closes.
-pub fn prepare(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, ready: std::sync::mpsc::Sender<Ready>, events: UnboundedSender<EngineEvent>) {
+pub fn prepare(judge: &Judge, work: Receiver<(u64, LabelSpec, Item, Extend)>, ready: std::sync::mpsc::Sender<Ready>, events: UnboundedSender<EngineEvent>) {
     // Items whose spec the judge cannot run are rejected whole, once per spec.
     let mut checked: Vec<(LabelSpec, Option<String>)> = Vec::new();
-    for (seq, spec, item) in work {
+    for (seq, spec, item, extend) in work {
         let refusal = match checked.iter().find(|(s, _)| *s == spec) {
             Some((_, r)) => r.clone(),
             None => {
@@ -70,8 +70,9 @@ pub fn prepare(judge: &Judge, work: Receiver<(u64, LabelSpec, Item)>, ready: std
             send(&events, seq, Outcome::Rejected { field: "spec".into(), message });
             continue;
         }
-        match judge.prepare(item, &spec) {
-            Ok(item) => {
+        match judge.prepare_from(item, &spec, extend.first) {
+            Ok(mut item) => {
+                item.prior = extend.prior;
                 if ready.send(Ready { seq, spec, item }).is_err() {
                     return;
                 }

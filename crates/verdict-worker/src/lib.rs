@@ -26,5 +26,5 @@ pub mod report;
 mod run;
 
 pub use config::WorkerConfig;
-pub use pipeline::{Input, Outcome, PipelineConfig, PipelineError, PipelineStats, Sink, Source};
+pub use pipeline::{Extend, Input, Outcome, PipelineConfig, PipelineError, PipelineStats, Sink, Source};
 pub use run::{run, WorkerError, WorkerStats};

@@ -46,8 +46,24 @@ impl Outcome {
 
 /// One thing a source hands over: an item to judge, or one it already settled.
 pub enum Input<T> {
-    Judge { tag: T, spec: LabelSpec, item: Item },
+    Judge { tag: T, spec: LabelSpec, item: Item, extend: Extend },
     Settled { tag: T, outcome: Outcome },
+}
+
+/// Which of an item's samples to make: all of them, or (extending an earlier run of k
+/// samples to the spec's k) only samples k.. — with the earlier samples when the source
+/// has them (a file), or without, for the holder of them to vote over all (the coordinator).
+#[derive(Debug, Clone, Default)]
+pub struct Extend {
+    pub first: u32,
+    pub prior: Vec<verdict_core::Sample>,
+}
+
+impl Extend {
+    /// Every sample.
+    pub fn none() -> Self {
+        Self::default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +190,7 @@ pub async fn run<S: Source>(
     // Items the engine may hold at once, published by the engine thread when it sizes its
     // batch; the feeder keeps that many (and the look-ahead) in flight.
     let capacity = Arc::new(AtomicUsize::new(cfg.k_hint.max(1)));
-    let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, LabelSpec, Item)>();
+    let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, LabelSpec, Item, Extend)>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<engine_thread::Ready>();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<EngineEvent>();
     let thread_error = |e: std::io::Error| PipelineError::Engine(EngineError::Device(format!("cannot start the engine's threads: {e}")));
@@ -268,11 +284,11 @@ pub async fn run<S: Source>(
                         stats.items += 1;
                         match input {
                             Input::Settled { tag, outcome } => settled.push((tag, outcome)),
-                            Input::Judge { tag, spec, item } => {
+                            Input::Judge { tag, spec, item, extend } => {
                                 let seq = next_seq;
                                 next_seq += 1;
                                 tags.insert(seq, tag);
-                                if work_tx.send((seq, spec, item)).is_err() {
+                                if work_tx.send((seq, spec, item, extend)).is_err() {
                                     failure = Some(PipelineError::Engine(EngineError::Device("the engine thread ended".into())));
                                 }
                             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use verdict_core::{Aggregation, Item, LabelSpec};
 use verdict_engine::synth::{init, InitOptions, Size};
 use verdict_engine::{Arch, EngineOptions, Judge};
-use verdict_worker::{Input, Outcome, PipelineConfig, PipelineError, Sink, Source};
+use verdict_worker::{Extend, Input, Outcome, PipelineConfig, PipelineError, Sink, Source};
 
 fn judge(dir: &std::path::Path, rows: usize) -> Arc<Judge> {
     let m = init(&InitOptions { arch: Arch::Qwen2, size: Size::Tiny, out: dir.join("m"), seed: 0, classifier: false, bf16: false, shards: 1 }).unwrap();
@@ -29,7 +29,7 @@ struct VecSource {
 impl Source for VecSource {
     type Tag = usize;
     async fn next(&mut self, max: usize) -> Result<Option<Vec<Input<usize>>>, PipelineError> {
-        let batch: Vec<_> = self.items.by_ref().take(max.min(3)).map(|(tag, spec, item)| Input::Judge { tag, spec, item }).collect();
+        let batch: Vec<_> = self.items.by_ref().take(max.min(3)).map(|(tag, spec, item)| Input::Judge { tag, spec, item, extend: Extend::none() }).collect();
         Ok((!batch.is_empty()).then_some(batch))
     }
     async fn release(&mut self, tags: Vec<usize>) {

@@ -90,6 +90,9 @@ struct Prompt {
     readers: usize,
     /// Every sample has been admitted.
     spent: bool,
+    /// Kept after its samples are done, for more of them later (adaptive k's next round),
+    /// until [`Engine::release_prompt`].
+    held: bool,
 }
 
 /// How big an engine is.
@@ -183,8 +186,28 @@ impl<'a> Engine<'a> {
     pub fn add_prompt(&mut self, tokens: Vec<u32>) -> usize {
         let id = self.next_prompt;
         self.next_prompt += 1;
-        self.prompts.insert(id, Prompt { tokens, kv: None, readers: 0, spent: false });
+        self.prompts.insert(id, Prompt { tokens, kv: None, readers: 0, spent: false, held: false });
         id
+    }
+
+    /// A prompt whose keys and values stay after its samples are done, so samples added
+    /// later start without a prefill; free it with [`Engine::release_prompt`].
+    pub fn add_held_prompt(&mut self, tokens: Vec<u32>) -> usize {
+        let id = self.add_prompt(tokens);
+        if let Some(p) = self.prompts.get_mut(&id) {
+            p.held = true;
+        }
+        id
+    }
+
+    /// No more samples will be added to a held prompt, and none of its samples waits: it
+    /// goes once no row reads it (at once if none ever did, or it was never prefilled).
+    pub fn release_prompt(&mut self, id: usize) {
+        if let Some(p) = self.prompts.get_mut(&id) {
+            p.held = false;
+            p.spent = true;
+        }
+        self.maybe_free(id);
     }
 
     /// A sample to generate (its `prompt` is an id from [`Engine::add_prompt`]); returns its
@@ -192,7 +215,20 @@ impl<'a> Engine<'a> {
     pub fn add_sample(&mut self, req: GenRequest) -> usize {
         let id = self.next_sample;
         self.next_sample += 1;
-        self.scheduler.add(id, req.prompt);
+        // A held prompt's keys and values may be there already: its new sample needs no
+        // prefill. Either way the prompt has a sample waiting again.
+        let prefilled = match self.prompts.get_mut(&req.prompt) {
+            Some(p) => {
+                p.spent = false;
+                p.kv.is_some()
+            }
+            None => false,
+        };
+        if prefilled {
+            self.scheduler.add_ready(id, req.prompt);
+        } else {
+            self.scheduler.add(id, req.prompt);
+        }
         self.waiting.insert(id, Sequence::new(req));
         self.stats.sequences += 1;
         id
@@ -213,7 +249,7 @@ impl<'a> Engine<'a> {
             self.maybe_free(p);
         }
         self.stats.prefill_seconds += started.elapsed().as_secs_f64();
-        if self.scheduler.running() == 0 && self.scheduler.waiting() > 0 {
+        if self.scheduler.running() == 0 && self.scheduler.waiting() > 0 && self.evict_idle_held() == 0 {
             // Nothing runs and nothing could start: only a prompt pool that never frees could
             // get here; say so rather than spin.
             return Err(crate::EngineError::Device(format!(
@@ -248,21 +284,45 @@ impl<'a> Engine<'a> {
         let seqs: Vec<&[u32]> = want.iter().map(|p| self.prompts[p].tokens.as_slice()).collect();
         let kvs = self.runner.prefill(&seqs)?;
         let mut ready = Vec::new();
+        let mut no_room = false;
         for (p, kv) in want.iter().zip(kvs) {
             // A prompt the pool had no room for waits for a later step.
-            let (Some(kv), Some(prompt)) = (kv, self.prompts.get_mut(p)) else { continue };
-            prompt.tokens = Vec::new();
+            let (Some(kv), Some(prompt)) = (kv, self.prompts.get_mut(p)) else {
+                no_room = true;
+                continue;
+            };
+            // A held prompt keeps its tokens: it may leave the pool while idle and come back.
+            if !prompt.held {
+                prompt.tokens = Vec::new();
+            }
             prompt.kv = Some(kv);
             ready.push(*p);
         }
         self.stats.prompts += ready.len();
         self.scheduler.mark_ready(&ready);
+        if no_room {
+            self.evict_idle_held();
+        }
         Ok(())
+    }
+
+    /// Held prompts are a cache: one that no row reads and no sample waits for leaves the
+    /// pool when a prompt needs the room (it is prefilled again if its item takes another
+    /// round). Without this, items between rounds could fill the pool with prompts their
+    /// next rounds do not use and no new prompt could start. Returns how many left.
+    fn evict_idle_held(&mut self) -> usize {
+        let idle: Vec<usize> = self.prompts.iter().filter(|(_, x)| x.held && x.spent && x.readers == 0 && x.kv.is_some()).map(|(&p, _)| p).collect();
+        for p in &idle {
+            if let Some(kv) = self.prompts.get_mut(p).and_then(|x| x.kv.take()) {
+                self.runner.free_prompt(&kv);
+            }
+        }
+        idle.len()
     }
 
     /// A prompt whose samples are all admitted and finished leaves the pool.
     fn maybe_free(&mut self, p: usize) {
-        if self.prompts.get(&p).is_some_and(|x| x.spent && x.readers == 0) {
+        if self.prompts.get(&p).is_some_and(|x| x.spent && x.readers == 0 && !x.held) {
             if let Some(kv) = self.prompts.remove(&p).and_then(|x| x.kv) {
                 self.runner.free_prompt(&kv);
             }

@@ -44,6 +44,13 @@ impl Scheduler {
         }
     }
 
+    /// A new sample of a prompt whose keys and values are held already (prefilled for an
+    /// earlier sample, and kept): it waits only for a row.
+    pub fn add_ready(&mut self, sample: usize, prompt: usize) {
+        self.waiting.push_back(Waiting { sample, prompt });
+        *self.ready.entry(prompt).or_default() += 1;
+    }
+
     pub fn rows(&self) -> usize {
         self.rows.len()
     }
