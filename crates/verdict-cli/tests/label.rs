@@ -9,18 +9,14 @@ use std::process::{Command, Output};
 use common::{bin, examples, model, parquet, retrained};
 use serde_json::Value;
 
+/// `label` at k = 2 with short judgements: the settings of most tests here.
 fn label(input: &Path, output: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("label")
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .arg("--model")
-        .arg(model())
-        .args(["--k", "2", "--max-new-tokens", "24"])
-        .args(extra)
-        .output()
-        .unwrap()
+    label_at("2", input, output, extra)
+}
+
+/// `label` at k samples per item, otherwise as `label`.
+fn label_at(k: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    bin().arg("label").arg(input).arg("-o").arg(output).arg("--model").arg(model()).args(["--k", k, "--max-new-tokens", "24"]).args(extra).output().unwrap()
 }
 
 fn read_lines(p: &Path) -> Vec<Value> {
@@ -82,11 +78,6 @@ fn rerunning_resumes_and_repairs_a_cut_line() {
     let o = label(&examples(), &part, &["--seed", "7"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("under other settings"), "{}", stderr(&o));
-}
-
-/// `label` at k samples per item, with the shared settings of `label`.
-fn label_at(k: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
-    bin().arg("label").arg(input).arg("-o").arg(output).arg("--model").arg(model()).args(["--k", k, "--max-new-tokens", "24"]).args(extra).output().unwrap()
 }
 
 #[test]
