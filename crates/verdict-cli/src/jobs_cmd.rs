@@ -138,6 +138,7 @@ pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
                     "workers": workers.workers.iter().map(|w| json!({
                         "id": w.worker_id, "judge": w.judge, "device": w.device, "in_flight": w.in_flight,
                         "fingerprint": w.fingerprint, "meta_fingerprint": w.meta_fingerprint, "seen_s_ago": now.saturating_sub(w.seen_at),
+                        "generated_tokens": w.generated_tokens, "tokens_per_second": w.tokens_per_second,
                     })).collect::<Vec<_>>(),
                 }))?);
             }
@@ -155,12 +156,13 @@ pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
             out(format!("\n{} live worker(s)", workers.workers.len()))?;
             for w in &workers.workers {
                 out(format!(
-                    "  {:<40} judge {:<20} weights {} {:<8} {} in flight, seen {}s ago",
+                    "  {:<40} judge {:<20} weights {} {:<8} {} in flight, {:.0} tok/s, seen {}s ago",
                     w.worker_id,
                     w.judge,
                     short(&w.fingerprint),
                     w.device,
                     w.in_flight,
+                    w.tokens_per_second,
                     now.saturating_sub(w.seen_at)
                 ))?;
             }

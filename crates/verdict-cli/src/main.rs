@@ -2,7 +2,7 @@
 //!
 //! - `label`: judge a dataset in this process (no services needed).
 //! - `coordinator`, `worker`: the distributed mode's two processes.
-//! - `submit`, `status`, `watch`, `cancel`, `query`, `export`, `revote`, `extend`: the distributed mode's client.
+//! - `submit`, `status`, `watch`, `cancel`, `query`, `export`, `revote`, `extend`, `report`: the distributed mode's client (`report` reads label outputs too).
 //! - `model`: make random-weight model folders, probe a model.
 
 mod bench_attention;
@@ -15,6 +15,7 @@ mod label;
 mod model_cmd;
 mod output;
 mod query;
+mod report_cmd;
 mod revote;
 mod say;
 mod schemas;
@@ -62,6 +63,8 @@ enum Command {
     Revote(revote::RevoteArgs),
     /// Raise a finished job's k: queue only each item's missing samples, then vote again over all.
     Extend(jobs_cmd::ExtendArgs),
+    /// A judge's telemetry over a job or a label output: sample outcomes, ties, agreement, position bias, scores, tokens; printed and written as HTML.
+    Report(report_cmd::ReportArgs),
     /// Make or inspect model folders.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -97,6 +100,7 @@ fn main() {
         Command::Query(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::query_cmd(args))),
         Command::Export(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::export_cmd(args))),
         Command::Extend(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::extend_cmd(args))),
+        Command::Report(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(report_cmd::run(args))),
         Command::Revote(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(revote::run(args))),
     };
     match result {

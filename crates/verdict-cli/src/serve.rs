@@ -52,6 +52,12 @@ pub struct CoordinatorArgs {
     /// Prometheus /metrics listen address.
     #[arg(long, env = "VERDICT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only dashboard here (jobs, throughput, workers, each judge's telemetry, job reports).
+    #[arg(long, env = "VERDICT_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Seconds between the dashboard's reads of the stores.
+    #[arg(long, env = "VERDICT_DASHBOARD_REFRESH", default_value_t = 5.0)]
+    dashboard_refresh: f64,
     /// Postgres URL of the store.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
@@ -135,6 +141,9 @@ async fn shutdown_signal() {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let mut cfg = CoordinatorConfig::new(args.listen, args.queue.redis_url.clone(), args.database_url.clone());
     cfg.metrics_listen = args.metrics_listen;
+    cfg.http_listen = args.http_listen;
+    anyhow::ensure!(args.dashboard_refresh.is_finite() && args.dashboard_refresh >= 0.1, "--dashboard-refresh must be at least 0.1 (seconds), not {}", args.dashboard_refresh);
+    cfg.dashboard_refresh = Duration::from_secs_f64(args.dashboard_refresh);
     cfg.queue = args.queue.config();
     cfg.db_connections = args.db_connections;
     cfg.requeue_after = Duration::from_secs(args.requeue_after);
@@ -146,6 +155,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     note(format!("coordinator listening on {}", running.addr));
     if let Some(m) = running.metrics_addr {
         note(format!("metrics on http://{m}/metrics"));
+    }
+    if let Some(h) = running.http_addr {
+        note(format!("dashboard on http://{h}/"));
     }
     running.wait().await?;
     note("coordinator stopped");

@@ -118,6 +118,63 @@ fn a_larger_k_on_an_existing_output_makes_only_the_new_samples_and_equals_a_fres
 }
 
 #[test]
+fn a_report_counts_every_sample_of_an_output_and_opens_in_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("v.jsonl");
+    let o = label_at("4", &examples(), &out, &["--seed", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = tmp.path().join("r.html");
+    let o = bin().arg("report").arg(&out).arg("--json").arg("--html").arg(&html).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &report["judges"][0][1];
+
+    // Count the same figures here, from the records, the plain way.
+    let records = read_lines(&out);
+    let samples: Vec<&Value> = records.iter().flat_map(|r| r["samples"].as_array().unwrap()).collect();
+    let status = |s: &str| samples.iter().filter(|x| x["status"] == s).count() as u64;
+    let (mut decisive, mut first) = (0u64, 0u64);
+    for s in &samples {
+        let Some(scores) = s["scores"].as_array().filter(|_| s["status"] != "invalid") else { continue };
+        let scores: Vec<u64> = scores.iter().map(|x| x.as_u64().unwrap()).collect();
+        let top = *scores.iter().max().unwrap();
+        if scores.len() > 1 && scores.iter().filter(|&&x| x == top).count() == 1 {
+            decisive += 1;
+            let shown_first = s["permutation"][0].as_u64().unwrap() as usize;
+            first += (scores[shown_first] == top) as u64;
+        }
+    }
+    let ties = records.iter().filter(|r| r["winner"].is_number() && r["tie"] == true).count() as u64;
+    let tokens: u64 = samples.iter().map(|s| s["completion_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(t["verdicts"].as_u64(), Some(records.len() as u64));
+    assert_eq!(t["samples"].as_u64(), Some(samples.len() as u64));
+    assert_eq!((t["valid"].as_u64(), t["forced"].as_u64()), (Some(status("valid")), Some(status("forced"))));
+    let invalid: u64 = t["invalid"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(invalid, status("invalid"));
+    assert_eq!((t["decisive"].as_u64(), t["wins_by_position"][0].as_u64().unwrap_or(0)), (Some(decisive), first));
+    assert_eq!((t["ties"].as_u64(), t["completion_tokens"]["sum"].as_u64()), (Some(ties), Some(tokens)));
+    assert!(decisive > 0, "a test that checks no decisive sample proves nothing");
+
+    // The text form says the same, and the page renders in a browser with every chart.
+    let o = bin().arg("report").arg(&out).arg("--html").arg(&html).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("verdicts        {} from {} samples", records.len(), samples.len())), "{text}");
+    let dom = verdict_testkit::browser_dom(&format!("file://{}", html.display()), std::time::Duration::from_secs(2));
+    for chart in ["scores", "position", "tokens", "samples", "agreement"] {
+        assert!(dom.contains(&format!(r#"data-chart="{chart}""#)), "chart {chart} missing: {dom}");
+    }
+    assert!(dom.contains(&format!(r#"<tr data-figure="verdicts"><td>Verdicts</td><td class="n">{}</td>"#, records.len())), "{dom}");
+    let bars_in_scores = dom.split(r#"data-chart="scores""#).nth(1).unwrap().split("</svg>").next().unwrap().matches(r#"class="bar""#).count();
+    assert_eq!(bars_in_scores, 10, "one bar per score 1..=10");
+
+    // A broken line is named, not skipped.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"id\": 3}}\n", serde_json::to_string(&records[0]).unwrap())).unwrap();
+    let o = bin().arg("report").arg(&bad).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("record 2 is not a verdict record"), "{}", stderr(&o));
+}
+
+#[test]
 fn adaptive_k_writes_why_each_item_stopped_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("adaptive.jsonl");

@@ -9,14 +9,17 @@
 //! an enqueue that failed after the commit).
 //!
 //! Layout: [`server`] (start-up, drain), [`jobs`], [`workers`], [`verdicts`] (the three
-//! services), [`extend`] (raising a finished job's k), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
+//! services), [`extend`] (raising a finished job's k), [`telemetry`] (a job's judge figures),
+//! [`dashboard`] (the read-only web page), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
 
+pub mod dashboard;
 pub mod error;
 pub mod extend;
 pub mod jobs;
 pub mod metrics;
 pub mod server;
 pub mod sweeper;
+pub mod telemetry;
 pub mod verdicts;
 pub mod workers;
 

@@ -27,6 +27,10 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` address, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// The dashboard's address, if any.
+    pub http_listen: Option<SocketAddr>,
+    /// How often the dashboard's figures are read again.
+    pub dashboard_refresh: Duration,
     pub redis_url: String,
     pub database_url: String,
     pub queue: QueueConfig,
@@ -48,6 +52,8 @@ impl CoordinatorConfig {
         Self {
             listen,
             metrics_listen: None,
+            http_listen: None,
+            dashboard_refresh: Duration::from_secs(5),
             redis_url,
             database_url,
             queue: QueueConfig::default(),
@@ -74,6 +80,8 @@ pub struct Shared {
 pub struct Running {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the dashboard is served, if it is.
+    pub http_addr: Option<SocketAddr>,
     handle: JoinHandle<Result<(), CoordinatorError>>,
 }
 
@@ -131,6 +139,14 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
         }
         None => None,
     };
+    let http_addr = match cfg.http_listen {
+        Some(h) => Some(
+            crate::dashboard::serve(h, cfg.dashboard_refresh, shared.clone(), stop_rx.clone())
+                .await
+                .map_err(|e| CoordinatorError::Precondition(format!("cannot serve the dashboard on {h}: {e}")))?,
+        ),
+        None => None,
+    };
     let sweeper = tokio::spawn(crate::sweeper::run(
         shared.clone(),
         crate::sweeper::Every { tick: cfg.sweep_every, requeue_after: cfg.requeue_after, open_job_timeout: cfg.open_job_timeout },
@@ -168,6 +184,6 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
         let _ = sweeper.await;
         Ok(())
     });
-    tracing::info!(%addr, metrics = ?metrics_addr, "coordinator listening");
-    Ok(Running { addr, metrics_addr, handle })
+    tracing::info!(%addr, metrics = ?metrics_addr, dashboard = ?http_addr, "coordinator listening");
+    Ok(Running { addr, metrics_addr, http_addr, handle })
 }

@@ -151,6 +151,15 @@ impl VerdictService for Verdicts {
 
     type ExportJobStream = Out<v1::ExportRow>;
 
+    async fn job_telemetry(&self, req: Request<v1::JobTelemetryRequest>) -> Result<Response<v1::JobTelemetryResponse>, Status> {
+        let job = job_id(&req.into_inner().job_id)?;
+        // A job that does not exist is NOT_FOUND, not an empty report.
+        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let report = crate::telemetry::job_report(&self.shared.store, job).await.map_err(CoordinatorError::from)?;
+        let json = serde_json::to_string(&report).map_err(|e| Status::internal(format!("telemetry of job {job}: {e}")))?;
+        Ok(Response::new(v1::JobTelemetryResponse { json }))
+    }
+
     async fn export_job(&self, req: Request<v1::ExportJobRequest>) -> Result<Response<Self::ExportJobStream>, Status> {
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;

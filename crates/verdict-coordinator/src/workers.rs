@@ -144,6 +144,8 @@ impl WorkerService for Workers {
             seen_at: unix_now(),
             fingerprint: from.judge,
             meta_fingerprint: from.meta_rm,
+            generated_tokens: req.generated_tokens,
+            tokens_per_second: req.tokens_per_second,
         };
         self.shared.queue.register_worker(&info, WORKER_TTL).await.map_err(CoordinatorError::from)?;
         let cancelled_jobs = self.shared.queue.cancelled_jobs(&req.judge).await.map_err(CoordinatorError::from)?;
@@ -163,6 +165,8 @@ impl WorkerService for Workers {
                     seen_at: w.seen_at,
                     fingerprint: w.fingerprint,
                     meta_fingerprint: w.meta_fingerprint,
+                    generated_tokens: w.generated_tokens,
+                    tokens_per_second: w.tokens_per_second,
                 })
                 .collect(),
         }))

@@ -454,6 +454,11 @@ pub struct WorkerInfo {
     pub fingerprint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_fingerprint: Option<String>,
+    /// Tokens generated since the worker started, and its recent rate.
+    #[serde(default)]
+    pub generated_tokens: u64,
+    #[serde(default)]
+    pub tokens_per_second: f64,
 }
 
 /// A dedicated connection for blocking reads.

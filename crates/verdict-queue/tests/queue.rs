@@ -141,6 +141,8 @@ async fn released_entries_are_reclaimable_at_once_and_workers_register() {
         seen_at,
         fingerprint: "f00d".into(),
         meta_fingerprint: None,
+        generated_tokens: 1200,
+        tokens_per_second: 40.5,
     };
     let info = worker("w1", "tiny", now);
     q.register_worker(&info, Duration::from_secs(30)).await.unwrap();

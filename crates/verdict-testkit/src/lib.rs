@@ -260,3 +260,29 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Debian's headless-capable Chromium, installed with apt-get when missing (as Redis and
+/// Postgres are), for the tests of the HTML report and the dashboard.
+pub fn chromium() -> PathBuf {
+    ensure(|| which("chromium").or_else(|| which("chromium-browser")), &["chromium"])
+}
+
+/// Load `url` in headless Chromium, let its scripts run (fetches included) for up to
+/// `budget` of virtual time, and return the DOM as it then stands: what a user would see,
+/// not the HTML the server sent. Each call has its own profile folder, so tests may run
+/// at once; a browser that hangs is killed after a minute.
+pub fn browser_dom(url: &str, budget: Duration) -> String {
+    let profile = tempfile::tempdir().expect("a temporary folder for the browser profile");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("running chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && dom.contains("<html"), "chromium could not load {url} ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    dom
+}

@@ -44,8 +44,17 @@ pub struct WorkerStats {
     pub released: u64,
 }
 
-fn heartbeat_request(cfg: &WorkerConfig, in_flight: usize) -> v1::HeartbeatRequest {
+/// What a heartbeat says about the worker's output: tokens so far and the recent rate.
+#[derive(Debug, Clone, Copy, Default)]
+struct Output {
+    generated_tokens: u64,
+    tokens_per_second: f64,
+}
+
+fn heartbeat_request(cfg: &WorkerConfig, in_flight: usize, output: Output) -> v1::HeartbeatRequest {
     v1::HeartbeatRequest {
+        generated_tokens: output.generated_tokens,
+        tokens_per_second: output.tokens_per_second,
         worker_id: cfg.worker_id.clone(),
         judge: cfg.judge.clone(),
         in_flight: in_flight as u32,
@@ -62,7 +71,7 @@ fn heartbeat_request(cfg: &WorkerConfig, in_flight: usize) -> v1::HeartbeatReque
 async fn register(cfg: &WorkerConfig, coordinator: &Coordinator, stop: &watch::Receiver<bool>) -> Result<bool, WorkerError> {
     let mut backoff = Backoff::new();
     loop {
-        match coordinator.heartbeat(heartbeat_request(cfg, 0)).await {
+        match coordinator.heartbeat(heartbeat_request(cfg, 0, Output::default())).await {
             Ok(_) => return Ok(true),
             Err(e) if e.code() == tonic::Code::FailedPrecondition || e.code() == tonic::Code::InvalidArgument => {
                 return Err(WorkerError::Refused(e.message().to_string()))
@@ -107,7 +116,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     // Heartbeats go on until the pipeline has drained, not just until the signal: a long
     // drain must not lose its leases.
     let (beat_tx, beat_rx) = watch::channel(false);
-    let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), beat_rx));
+    let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), metrics.clone(), beat_rx));
 
     let conn = loop {
         match Queue::lease_connection(&cfg.redis_url, cfg.lease_block).await {
@@ -141,20 +150,25 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     Ok(WorkerStats { items_reported: stats.items - stats.released, samples: stats.samples, released: stats.released })
 }
 
-async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinator, held: Arc<Held>, cancelled: Arc<Mutex<HashSet<String>>>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinator, held: Arc<Held>, cancelled: Arc<Mutex<HashSet<String>>>, metrics: Metrics, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(cfg.heartbeat_every);
+    let mut last = (std::time::Instant::now(), metrics.generated_tokens.get());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        let (now, tokens) = (std::time::Instant::now(), metrics.generated_tokens.get());
+        let seconds = now.duration_since(last.0).as_secs_f64();
+        let output = Output { generated_tokens: tokens, tokens_per_second: if seconds > 0.0 { tokens.saturating_sub(last.1) as f64 / seconds } else { 0.0 } };
+        last = (now, tokens);
         let ids = held.get();
         // Keep our leases fresh through Redis directly, so a coordinator outage does not
         // hand our work to another worker.
         if let Err(e) = queue.touch(&cfg.judge, &cfg.worker_id, &ids).await {
             tracing::warn!(error = %e, "refreshing leases failed");
         }
-        match coordinator.heartbeat(heartbeat_request(&cfg, ids.len())).await {
+        match coordinator.heartbeat(heartbeat_request(&cfg, ids.len(), output)).await {
             Ok(r) => *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect(),
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
                 tracing::error!(error = %e.message(), "the coordinator refused this worker's weights; stopping");
