@@ -119,6 +119,7 @@ impl VerdictService for Verdicts {
             limit: None,
             with_samples: !req.without_samples,
             samples_without_text: false,
+            votes_only: false,
         };
         // Stored verdicts are filtered by the store; re-voted ones here, after the vote,
         // which needs every record's samples.
@@ -128,6 +129,8 @@ impl VerdictService for Verdicts {
                 after_item_id: wanted.after_item_id.clone(),
                 with_samples: true,
                 samples_without_text: !wanted.with_samples,
+                // Records sent without samples need only the votes (one narrow row each).
+                votes_only: !wanted.with_samples,
                 ..Default::default()
             },
         };
@@ -190,7 +193,7 @@ impl VerdictService for Verdicts {
         let at = revote_at(&row.spec, req.k, req.k_meta)?;
         let whole = matches!(format, v1::ExportFormat::Verdicts | v1::ExportFormat::Unspecified);
         // A re-vote reads the samples' scores; only whole records need their text.
-        let filter = VerdictFilter { with_samples: whole || at.is_some(), samples_without_text: !whole, ..Default::default() };
+        let filter = VerdictFilter { with_samples: whole || at.is_some(), samples_without_text: !whole, votes_only: !whole, ..Default::default() };
         let min_margin = req.min_margin;
         let refused = |e: verdict_core::export::ExportError| Status::failed_precondition(e.to_string());
         Ok(Response::new(paged(self.shared.clone(), job, filter, None, move |page| {

@@ -95,9 +95,9 @@ impl Store {
     }
 
     /// For each `(job, record)` that is an extension's report (its samples start past 0):
-    /// the verdict over the stored samples before it and its own, under the job's spec.
-    /// `None` for every other record.
-    pub(crate) async fn complete_extensions(&self, records: &[(Uuid, &VerdictRecord)]) -> Result<Vec<Option<Verdict>>> {
+    /// the verdict over the stored samples before it and its own, under the job's spec,
+    /// with those samples (as voting reads them). `None` for every other record.
+    pub(crate) async fn complete_extensions(&self, records: &[(Uuid, &VerdictRecord)]) -> Result<Vec<Option<(Verdict, Vec<Sample>)>>> {
         let partial: Vec<(usize, u32)> = records.iter().enumerate().filter_map(|(i, (_, r))| extension_start(r).map(|f| (i, f))).collect();
         let mut out = vec![None; records.len()];
         if partial.is_empty() {
@@ -148,7 +148,8 @@ impl Store {
             };
             let mut samples = stored.remove(&key).unwrap_or_default();
             samples.extend(record.samples.iter().cloned());
-            out[i] = Some(aggregate(spec, ContentKey::of_item(item).seed_bits(), item.responses.len(), &samples));
+            let verdict = aggregate(spec, ContentKey::of_item(item).seed_bits(), item.responses.len(), &samples);
+            out[i] = Some((verdict, samples));
         }
         Ok(out)
     }

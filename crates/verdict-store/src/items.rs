@@ -82,8 +82,8 @@ pub mod per_message {
                  ORDER BY v.created_at LIMIT 1
              ) v ON TRUE
          ), copy_verdicts AS (
-             INSERT INTO verdicts (job_id, item_id, key, judge, fingerprint, meta_fingerprint, template, summed, mean, winner, margin, tie, valid, agreement, worker, stopped)
-             SELECT $1, p.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, '', v.stopped
+             INSERT INTO verdicts (job_id, item_id, key, judge, fingerprint, meta_fingerprint, template, summed, mean, winner, margin, tie, valid, agreement, worker, stopped, votes, vote_meta)
+             SELECT $1, p.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, '', v.stopped, v.votes, v.vote_meta
              FROM pick p JOIN verdicts v ON v.job_id = p.src_job AND v.item_id = p.src_item
              ON CONFLICT (job_id, item_id) DO NOTHING
          ), copy_samples AS (

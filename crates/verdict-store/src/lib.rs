@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod judges;
 pub mod read;
 pub mod results;
+mod votes;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 

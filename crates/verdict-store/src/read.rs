@@ -24,6 +24,10 @@ pub struct VerdictFilter {
     /// is nearly all of their bytes; what voting reads (index, scores, status, meta score)
     /// stays. For verdicts computed after reading (a re-vote) whose samples are not sent.
     pub samples_without_text: bool,
+    /// With samples: only what voting reads (index, status, scores, meta score), taken from
+    /// the verdict row's votes where they are stored (see [`crate::votes`]), so the sample
+    /// rows are not read at all. Such samples are for voting; they are never sent out.
+    pub votes_only: bool,
 }
 
 impl VerdictFilter {
@@ -136,10 +140,13 @@ impl Store {
     /// Verdicts of a job matching the filter, in item-id order. The page's start is an
     /// index condition (`item_id > after`, '' when none) in every plan, the generic one
     /// included: written as `$6 IS NULL OR item_id > $6` it was a filter there, and each page
-    /// of a 100k-item job read all the job's verdicts again.
+    /// of a 100k-item job read all the job's verdicts again. It is stated for the items too:
+    /// Postgres does not carry an inequality across the join, and the merge join it picks
+    /// then read the job's items from the first one on every page (quadratic in the job).
     pub async fn query_verdicts(&self, job_id: Uuid, f: &VerdictFilter, only_item: Option<&str>) -> Result<Vec<VerdictRecord>> {
         let rows = sqlx::query(
-            "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, v.stopped, i.item
+            "SELECT v.item_id, v.key, v.judge, v.fingerprint, v.meta_fingerprint, v.template, v.summed, v.mean, v.winner, v.margin, v.tie, v.valid, v.agreement, v.stopped, i.item,
+                    CASE WHEN $9 THEN v.votes END AS votes, CASE WHEN $9 THEN v.vote_meta END AS vote_meta
              FROM verdicts v JOIN items i ON i.job_id = v.job_id AND i.item_id = v.item_id
              WHERE v.job_id = $1
                AND ($2::int IS NULL OR v.winner = $2)
@@ -147,6 +154,7 @@ impl Store {
                AND ($4::bool IS NULL OR v.tie = $4)
                AND ($5::float8 IS NULL OR v.agreement >= $5)
                AND v.item_id > COALESCE($6::text, '')
+               AND i.item_id > COALESCE($6::text, '')
                AND ($7::text IS NULL OR v.item_id = $7)
              ORDER BY v.item_id
              LIMIT $8",
@@ -159,12 +167,30 @@ impl Store {
         .bind(f.after_item_id.as_deref())
         .bind(only_item)
         .bind(f.limit.unwrap_or(i64::MAX))
+        .bind(f.with_samples && f.votes_only)
         .fetch_all(&self.pool)
         .await?;
         let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
-        if f.with_samples && !rows.is_empty() {
-            let ids: Vec<String> = rows.iter().map(|r| r.try_get("item_id")).collect::<Result<_, _>>()?;
-            let columns = if f.samples_without_text { SAMPLE_COLUMNS_WITHOUT_TEXT } else { SAMPLE_COLUMNS };
+        // Items whose samples come from the sample rows: every one, unless its votes do.
+        let mut from_rows: Vec<String> = Vec::new();
+        if f.with_samples {
+            for r in &rows {
+                let id: String = r.try_get("item_id")?;
+                match r.try_get::<Option<Vec<i16>>, _>("votes")? {
+                    Some(votes) => {
+                        let meta: Option<Vec<Option<f32>>> = r.try_get("vote_meta")?;
+                        let n = r.try_get::<Vec<i32>, _>("summed")?.len();
+                        let decoded = crate::votes::decode(&votes, meta.as_deref(), n, || format!("votes of item {id}"))?;
+                        samples.insert(id, decoded);
+                    }
+                    // Not asked for, or stored before votes were kept.
+                    None => from_rows.push(id),
+                }
+            }
+        }
+        if !from_rows.is_empty() {
+            let ids = from_rows;
+            let columns = if f.samples_without_text || f.votes_only { SAMPLE_COLUMNS_WITHOUT_TEXT } else { SAMPLE_COLUMNS };
             let srows = sqlx::query(&format!("SELECT {columns} FROM samples WHERE job_id = $1 AND item_id = ANY($2) ORDER BY item_id, sample_index"))
             .bind(job_id)
             .bind(&ids)

@@ -101,6 +101,8 @@ struct VerdictColumns {
     agreement: Vec<f64>,
     worker: Vec<String>,
     stopped: Vec<Option<&'static str>>,
+    votes: Vec<String>,
+    vote_meta: Vec<Option<String>>,
 }
 
 impl Store {
@@ -144,7 +146,10 @@ impl Store {
                         s.raw.push(clean(&smp.raw));
                     }
                     let whole = voted.next().flatten();
-                    let vd = whole.as_ref().unwrap_or(&r.verdict);
+                    let (vd, all_samples) = whole.as_ref().map_or((&r.verdict, &r.samples), |(v, s)| (v, s));
+                    let (votes, vote_meta) = crate::votes::encode(all_samples, r.responses.len());
+                    v.votes.push(votes);
+                    v.vote_meta.push(vote_meta);
                     v.job.push(*job_id);
                     v.item.push(r.id.clone());
                     v.key.push(r.key.clone());
@@ -174,15 +179,16 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if !v.job.is_empty() {
             sqlx::query(
-                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped)
-                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[], $14::text[], $15::text[], $16::text[])
-                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped)
+                "INSERT INTO verdicts (job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped, votes, vote_meta)
+                 SELECT job_id, item_id, key, judge, template, summed::int[], mean::float8[], winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped, votes::smallint[], vote_meta::real[]
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::bool[], $11::int[], $12::float8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
+                   AS u(job_id, item_id, key, judge, template, summed, mean, winner, margin, tie, valid, agreement, worker, fingerprint, meta_fingerprint, stopped, votes, vote_meta)
                  ON CONFLICT (job_id, item_id) DO UPDATE SET
                    key = EXCLUDED.key, judge = EXCLUDED.judge, fingerprint = EXCLUDED.fingerprint, meta_fingerprint = EXCLUDED.meta_fingerprint,
                    template = EXCLUDED.template, summed = EXCLUDED.summed,
                    mean = EXCLUDED.mean, winner = EXCLUDED.winner, margin = EXCLUDED.margin, tie = EXCLUDED.tie,
-                   valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker, stopped = EXCLUDED.stopped",
+                   valid = EXCLUDED.valid, agreement = EXCLUDED.agreement, worker = EXCLUDED.worker, stopped = EXCLUDED.stopped,
+                   votes = EXCLUDED.votes, vote_meta = EXCLUDED.vote_meta",
             )
             .bind(&v.job)
             .bind(&v.item)
@@ -200,6 +206,8 @@ impl Store {
             .bind(&v.fingerprint)
             .bind(&v.meta_fingerprint)
             .bind(&v.stopped)
+            .bind(&v.votes)
+            .bind(&v.vote_meta)
             .execute(&mut *tx)
             .await?;
             sqlx::query(

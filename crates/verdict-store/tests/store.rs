@@ -263,3 +263,53 @@ async fn per_message_statements_touch_only_the_message_rows_whatever_the_job_siz
         assert!(touched <= 100.0, "{name} (analyzed: {analyzed}) touched {touched} rows for a message of 4 items in a job of 30,000: {plan:#}");
     }
 }
+
+/// What voting reads of each sample: index, whether it counts, its scores, its meta score.
+fn voting_view(r: &VerdictRecord) -> Vec<(u32, bool, Option<Vec<u8>>, Option<f32>)> {
+    r.samples.iter().map(|s| (s.index, s.status.is_valid(), s.valid_scores().map(<[u8]>::to_vec), s.meta_score)).collect()
+}
+
+#[tokio::test]
+async fn votes_on_the_verdict_row_give_voting_what_the_sample_rows_give() {
+    let s = store().await;
+    let spec = LabelSpec::new("tiny");
+    let job = s.create_job("v", &spec).await.unwrap();
+    s.insert_items(job.id, &new_items(&spec, 0..3)).await.unwrap();
+    let mut r0 = record(&spec, &item(0), &[[8, 3], [7, 5]]);
+    r0.samples[0].meta_score = Some(1.5);
+    let r1 = record(&spec, &item(1), &[[2, 9]]);
+    for r in [&r0, &r1] {
+        s.record(&[Outcome::Verdict { job_id: job.id, record: Box::new(r.clone()), worker: "w".into() }]).await.unwrap();
+    }
+    let whole = VerdictFilter { with_samples: true, ..Default::default() };
+    let votes = VerdictFilter { with_samples: true, votes_only: true, ..Default::default() };
+    let from_rows = s.query_verdicts(job.id, &whole, None).await.unwrap();
+    let from_votes = s.query_verdicts(job.id, &votes, None).await.unwrap();
+    assert_eq!(from_rows.iter().map(voting_view).collect::<Vec<_>>(), from_votes.iter().map(voting_view).collect::<Vec<_>>());
+    assert_eq!(voting_view(&from_votes[0])[0].3, Some(1.5));
+    assert!(from_votes[0].samples[0].raw.is_empty(), "votes carry no text");
+
+    // A verdict stored before votes were kept is read from its sample rows.
+    sqlx::query("UPDATE verdicts SET votes = NULL, vote_meta = NULL WHERE item_id = 'i01'").execute(s.pool()).await.unwrap();
+    let mixed = s.query_verdicts(job.id, &votes, None).await.unwrap();
+    assert_eq!(mixed.iter().map(voting_view).collect::<Vec<_>>(), from_rows.iter().map(voting_view).collect::<Vec<_>>());
+
+    // An extension's report (samples 10 and 11) leaves votes over all of the item's samples.
+    let mut ext = record(&spec, &item(0), &[[1, 9], [2, 8]]);
+    ext.samples.truncate(2);
+    for (j, smp) in ext.samples.iter_mut().enumerate() {
+        smp.index = 10 + j as u32;
+    }
+    s.record(&[Outcome::Verdict { job_id: job.id, record: Box::new(ext), worker: "w".into() }]).await.unwrap();
+    let after = s.query_verdicts(job.id, &votes, None).await.unwrap();
+    let rows_after = s.query_verdicts(job.id, &whole, None).await.unwrap();
+    assert_eq!(voting_view(&after[0]).iter().map(|v| v.0).collect::<Vec<_>>(), [0, 1, 9, 10, 11]);
+    assert_eq!(voting_view(&after[0]), voting_view(&rows_after[0]));
+
+    // A deduplicated copy carries the votes too.
+    let b = s.create_job("b", &spec).await.unwrap();
+    let ids = ids_of(&s.insert_items(b.id, &new_items(&spec, 0..1)).await.unwrap(), &Inserted::New);
+    s.dedup(b.id, &ids).await.unwrap();
+    let copied: Option<Vec<i16>> = sqlx::query_scalar("SELECT votes FROM verdicts WHERE job_id = $1").bind(b.id).fetch_one(s.pool()).await.unwrap();
+    assert_eq!(copied.map(|v| v.len()), Some(5 * 4), "five samples of [index, status, two scores]");
+}
