@@ -5,7 +5,8 @@
 //!
 //! A refresher task builds the snapshot every `refresh` from Postgres and Redis, so a page
 //! load costs nothing; a job's telemetry (a pass over its stored samples) is counted again
-//! only when its done count has moved and at most every six refreshes. Everything is read
+//! only when its done count has moved, at most every six refreshes and every ten times what
+//! its last count took. Everything is read
 //! from the shared stores, so every coordinator replica shows the same figures.
 
 use std::collections::{HashMap, VecDeque};
@@ -120,6 +121,8 @@ fn state_name(s: JobState) -> &'static str {
 struct Counted {
     done: u64,
     at: Instant,
+    /// How long counting took: a big job is counted again less often.
+    took: Duration,
     report: Report,
 }
 
@@ -188,17 +191,19 @@ impl Refresher {
             self.seen.pop_front();
         }
 
-        // Telemetry: count a job again when it has moved and the last count is old enough.
-        let recount = self.refresh * 6;
+        // Telemetry: count a job again when it has moved and the last count is old enough:
+        // six refreshes, or ten times what counting it took (a pass over a big job's samples
+        // must not keep Postgres busy).
         for row in &rows {
             let done = done_now[&row.id];
             let stale = match self.counted.get(&row.id) {
                 None => done > 0,
-                Some(c) => c.done != done && now.duration_since(c.at) >= recount,
+                Some(c) => c.done != done && now.duration_since(c.at) >= (self.refresh * 6).max(c.took * 10),
             };
             if stale {
+                let started = Instant::now();
                 let report = crate::telemetry::job_report(&self.shared.store, row.id).await?;
-                self.counted.insert(row.id, Counted { done, at: now, report });
+                self.counted.insert(row.id, Counted { done, at: now, took: started.elapsed(), report });
             }
         }
         self.counted.retain(|id, _| done_now.contains_key(id));
