@@ -30,7 +30,8 @@ run() {
   local t0=$(date +%s.%N)
   "$BIN" label "$OUT/items.jsonl" -o "$OUT/$tag.jsonl" --model "$dir" --device cuda --batch "$BATCH" \
     --max-new-tokens "$TOKENS" --seed 1 "$@" 2> "$OUT/$tag.log" || { tail -5 "$OUT/$tag.log"; exit 1; }
-  printf '%s %.2f\n' "$tag" "$(echo "$(date +%s.%N) - $t0" | bc -l)" >> "$OUT/times.txt"
+  # awk, not bc: the GPU machine has no bc.
+  awk -v tag="$tag" -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%s %.2f\n", tag, t1 - t0 }' >> "$OUT/times.txt"
 }
 : > "$OUT/times.txt"
 run fixed --k "$KMAX"
