@@ -9,7 +9,7 @@
 //! its last count took. Everything is read
 //! from the shared stores, so every coordinator replica shows the same figures.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use uuid::Uuid;
-use verdict_report::{render_html, render_judge_section, JudgeKey, Report, Summary, Telemetry};
+use verdict_report::{render_html, render_judge_section, JudgeKey, Report, Summary};
 use verdict_store::{JobState, StoreError};
 
 use crate::server::Shared;
@@ -207,22 +207,21 @@ impl Refresher {
             }
         }
         self.counted.retain(|id, _| done_now.contains_key(id));
-        let mut by_judge: Vec<(JudgeKey, Telemetry, usize)> = Vec::new();
+        // Each judge's figures over the listed jobs, and how many jobs they cover.
+        let mut all = Report::default();
+        let mut jobs_of: BTreeMap<&JudgeKey, usize> = BTreeMap::new();
         for c in self.counted.values() {
-            for (key, t) in &c.report.judges {
-                match by_judge.iter_mut().find(|(k, _, _)| k == key) {
-                    Some((_, mine, jobs)) => {
-                        mine.merge(t);
-                        *jobs += 1;
-                    }
-                    None => by_judge.push((key.clone(), t.clone(), 1)),
-                }
+            all.merge(&c.report);
+            for (key, _) in &c.report.judges {
+                *jobs_of.entry(key).or_default() += 1;
             }
         }
-        by_judge.sort_by(|a, b| a.0.cmp(&b.0));
-        let judges = by_judge
+        let jobs_of: BTreeMap<JudgeKey, usize> = jobs_of.into_iter().map(|(k, n)| (k.clone(), n)).collect();
+        all.judges.sort_by(|a, b| a.0.cmp(&b.0));
+        let judges = all
+            .judges
             .into_iter()
-            .map(|(key, t, jobs)| JudgeView { html: render_judge_section(&key, &t), summary: t.summary(), judge: key.judge, fingerprint: key.fingerprint, jobs })
+            .map(|(key, t)| JudgeView { html: render_judge_section(&key, &t), summary: t.summary(), jobs: jobs_of.get(&key).copied().unwrap_or(0), judge: key.judge, fingerprint: key.fingerprint })
             .collect();
 
         let workers = self
