@@ -1,6 +1,6 @@
 //! `verdict status`, `verdict watch`, `verdict cancel` and `verdict extend`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use serde_json::json;
@@ -172,31 +172,79 @@ pub async fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// Follow a job until it is done or cancelled, with a progress bar on stderr.
+/// Whether a watch broke because the coordinator went away (a restart, a network blip), so
+/// watching again will do, rather than because of the request.
+fn coordinator_gone(e: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(e.code(), Unavailable | Unknown | Cancelled | DeadlineExceeded | Aborted | Internal)
+}
+
+/// How long a watch keeps reconnecting to a coordinator that is away.
+const RECONNECT_FOR: Duration = Duration::from_secs(600);
+
 pub async fn watch_job(client: &mut Client, job_id: &str) -> anyhow::Result<()> {
-    let mut stream = client.jobs.watch_job(v1::WatchJobRequest { job_id: job_id.to_string() }).await.map_err(status)?.into_inner();
     let bar = progress_bar(0);
     let mut last: Option<v1::Job> = None;
     let mut warned = false;
-    while let Some(j) = stream.next().await {
-        let j = j.map_err(status)?;
-        let p = j.progress.unwrap_or_default();
-        bar.set_length(p.total);
-        bar.set_position(p.done + p.rejected + p.dead + p.cancelled);
-        match no_worker_warning(&j) {
-            Some(w) => {
-                bar.set_message(format!("{}, no live worker", state_name(j.state)));
-                if !warned {
-                    bar.suspend(|| warn(&w));
-                    warned = true;
-                }
+    // Since when the coordinator has been away, if it is.
+    let mut away: Option<Instant> = None;
+    loop {
+        let mut stream = match client.jobs.watch_job(v1::WatchJobRequest { job_id: job_id.to_string() }).await {
+            Ok(s) => s.into_inner(),
+            Err(e) if coordinator_gone(&e) => {
+                reconnect_pause(&bar, &mut away, &e).await?;
+                continue;
             }
-            None => bar.set_message(state_name(j.state).to_string()),
+            Err(e) => return Err(status(e)),
+        };
+        let mut broke = None;
+        while let Some(j) = stream.next().await {
+            let j = match j {
+                Ok(j) => j,
+                Err(e) => {
+                    broke = Some(e);
+                    break;
+                }
+            };
+            away = None;
+            let p = j.progress.unwrap_or_default();
+            bar.set_length(p.total);
+            bar.set_position(p.done + p.rejected + p.dead + p.cancelled);
+            match no_worker_warning(&j) {
+                Some(w) => {
+                    bar.set_message(format!("{}, no live worker", state_name(j.state)));
+                    if !warned {
+                        bar.suspend(|| warn(&w));
+                        warned = true;
+                    }
+                }
+                None => bar.set_message(state_name(j.state).to_string()),
+            }
+            last = Some(j);
         }
-        last = Some(j);
+        match broke {
+            None => break,
+            Some(e) if coordinator_gone(&e) => reconnect_pause(&bar, &mut away, &e).await?,
+            Some(e) => return Err(status(e)),
+        }
     }
     bar.finish_and_clear();
     let j = last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch without a word"))?;
     note(format!("job {} {}: {}", j.id, state_name(j.state), progress_line(&j)));
+    Ok(())
+}
+
+/// Wait before watching again; give up once the coordinator has been away too long.
+async fn reconnect_pause(bar: &indicatif::ProgressBar, away: &mut Option<Instant>, e: &tonic::Status) -> anyhow::Result<()> {
+    let since = *away.get_or_insert_with(Instant::now);
+    if since.elapsed() > RECONNECT_FOR {
+        return Err(anyhow::anyhow!("the coordinator has been unreachable for {} s: {}", RECONNECT_FOR.as_secs(), e.message()));
+    }
+    if since.elapsed() < Duration::from_millis(100) {
+        bar.suspend(|| warn(format!("lost the coordinator ({}); reconnecting", e.message())));
+    }
+    bar.set_message("reconnecting");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 mod bench_attention;
 mod bench_cmd;
 mod client;
+mod dead_letters_cmd;
 mod file_ends;
 mod input;
 mod jobs_cmd;
@@ -24,6 +25,7 @@ mod sink;
 mod spec_args;
 mod submit;
 mod tabular;
+mod token_cmd;
 
 use std::io::IsTerminal;
 
@@ -45,6 +47,8 @@ enum Command {
     Label(label::LabelArgs),
     /// Run the coordinator: the gRPC server in front of the queue (Redis) and the store (Postgres).
     Coordinator(serve::CoordinatorArgs),
+    /// Apply the store's schema migrations (as the schema's owner) and exit.
+    Migrate(serve::MigrateArgs),
     /// Run a worker: lease items, judge them with a local model, report to the coordinator.
     Worker(serve::WorkerArgs),
     /// Create a job from a dataset and queue its items.
@@ -68,6 +72,12 @@ enum Command {
     /// Make or inspect model folders.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// Items that died (delivered too often without a result): list, show, requeue.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(dead_letters_cmd::DeadLettersCommand),
+    /// Make bearer tokens for the coordinator's --auth-tokens file.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
 }
 
 fn init_logging(format: &str, default_level: &str) {
@@ -91,7 +101,9 @@ fn main() {
     let result = match cli.command {
         Command::Label(args) => label::run(args),
         Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Token(cmd) => token_cmd::run(cmd),
         Command::Coordinator(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(serve::coordinator(args))),
+        Command::Migrate(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(serve::migrate(args))),
         Command::Worker(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(serve::worker(args))),
         Command::Submit(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(submit::run(args))),
         Command::Status(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::status_cmd(args))),
@@ -101,6 +113,7 @@ fn main() {
         Command::Export(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(query::export_cmd(args))),
         Command::Extend(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(jobs_cmd::extend_cmd(args))),
         Command::Report(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(report_cmd::run(args))),
+        Command::DeadLetters(cmd) => runtime().map_err(Into::into).and_then(|r| r.block_on(dead_letters_cmd::run(cmd))),
         Command::Revote(args) => runtime().map_err(Into::into).and_then(|r| r.block_on(revote::run(args))),
     };
     match result {

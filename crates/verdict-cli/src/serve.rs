@@ -46,9 +46,15 @@ impl QueueArgs {
 
 #[derive(Args)]
 pub struct CoordinatorArgs {
-    /// gRPC listen address.
-    #[arg(long, env = "VERDICT_LISTEN", default_value = "0.0.0.0:50051")]
+    /// gRPC listen address. Other than loopback it needs --auth-tokens (or --insecure).
+    #[arg(long, env = "VERDICT_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Token file: one `ROLE NAME sha256:HEX` line per token (`verdict token new` makes them). Without it every caller is admin.
+    #[arg(long, env = "VERDICT_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
+    /// Serve without tokens on addresses other machines can reach (a network you trust).
+    #[arg(long, env = "VERDICT_INSECURE")]
+    insecure: bool,
     /// Prometheus /metrics listen address.
     #[arg(long, env = "VERDICT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -81,6 +87,19 @@ pub struct CoordinatorArgs {
     /// Seconds between sweeps for lost queue entries and idle open jobs.
     #[arg(long, env = "VERDICT_SWEEP_EVERY", default_value_t = 10)]
     sweep_every: u64,
+    /// Seconds to keep trying Redis and Postgres at start (they may be starting too).
+    #[arg(long, env = "VERDICT_START_TIMEOUT", default_value_t = 60)]
+    start_timeout: u64,
+    /// Do not migrate the schema at start: the database role may then lack DDL rights (run `verdict migrate` as the owner first).
+    #[arg(long, env = "VERDICT_NO_MIGRATE")]
+    no_migrate: bool,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// Postgres URL of the store, as the schema's owner.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
 }
 
 #[derive(Args)]
@@ -115,6 +134,12 @@ pub struct WorkerArgs {
     /// Seconds to finish and report the batch in hand after a shutdown signal.
     #[arg(long, env = "VERDICT_DRAIN_TIMEOUT", default_value_t = 120)]
     drain_timeout: u64,
+    /// Seconds to keep trying Redis at start.
+    #[arg(long, env = "VERDICT_START_TIMEOUT", default_value_t = 60)]
+    start_timeout: u64,
+    /// Seconds without reaching the coordinator after which the worker hands its leases back (default: a third of the lease timeout).
+    #[arg(long, env = "VERDICT_ORPHAN_AFTER")]
+    orphan_after: Option<f64>,
     #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
@@ -151,8 +176,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     cfg.spec_limits = verdict_core::SpecLimits { max_k: args.max_k };
     cfg.open_job_timeout = Duration::from_secs(args.open_job_timeout);
     cfg.sweep_every = Duration::from_secs(args.sweep_every.max(1));
+    cfg.insecure = args.insecure;
+    cfg.start_timeout = Duration::from_secs(args.start_timeout);
+    cfg.migrate = !args.no_migrate;
+    if let Some(path) = &args.auth_tokens {
+        cfg.auth = verdict_coordinator::auth::Auth::from_file(path)?;
+    }
+    let tokens = cfg.auth.enabled();
     let running = verdict_coordinator::run(cfg, shutdown_signal()).await.context("starting the coordinator")?;
-    note(format!("coordinator listening on {}", running.addr));
+    note(format!("coordinator listening on {}{}", running.addr, if tokens { " (tokens required)" } else { " (no authentication)" }));
     if let Some(m) = running.metrics_addr {
         note(format!("metrics on http://{m}/metrics"));
     }
@@ -161,6 +193,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     }
     running.wait().await?;
     note("coordinator stopped");
+    Ok(())
+}
+
+/// `verdict migrate`: bring the store's schema up to date, then exit.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    verdict_store::Store::migrate(&args.database_url)
+        .await
+        .with_context(|| format!("migrating the store at {}", verdict_core::redact::url(&args.database_url)))?;
+    note("the store's schema is up to date");
     Ok(())
 }
 
@@ -202,6 +243,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.fingerprints = judge.fingerprints().clone();
     cfg.context_length = judge.config().max_position_embeddings as u32;
     cfg.prompt_tokens = args.prompt_tokens;
+    cfg.token = args.addr.token()?;
+    cfg.start_timeout = Duration::from_secs(args.start_timeout);
+    if let Some(s) = args.orphan_after {
+        anyhow::ensure!(s.is_finite() && s > 0.0, "--orphan-after must be a positive number of seconds, not {s}");
+        cfg.orphan_after = Some(Duration::from_secs_f64(s));
+    }
     let meta = judge.fingerprints().meta_rm.as_deref().map(|m| format!(", meta RM {m}")).unwrap_or_default();
     note(format!("worker {} serving judge {judge_name} (weights {}{meta}) on {}", cfg.worker_id, judge.fingerprints().judge, args.device));
     let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;

@@ -196,6 +196,24 @@ fn items_delivered_too_often_go_to_the_dead_letters() {
     c.wait_done(&job, Duration::from_secs(120));
     let p = c.progress(&job);
     assert_eq!(p["dead"], 6, "every leased item was delivered twice with a maximum of one: {p:?}");
+
+    // The dead letters name each item and why; requeued, the items are queued again.
+    let listed: Vec<Value> = c.ok(&["dead-letters", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    for d in &listed {
+        assert_eq!((d["job_id"].as_str(), d["judge"].as_str(), d["deliveries"].as_u64()), (Some(job.as_str()), Some("tiny"), Some(2)), "{d}");
+        assert!(d["reason"].as_str().unwrap().contains("delivered 2 times"), "{d}");
+    }
+    let first = listed[0]["id"].as_str().unwrap();
+    let shown = c.ok(&["dead-letters", "show", first, "--judge", "tiny"]);
+    assert!(shown.contains(listed[0]["item_id"].as_str().unwrap()) && shown.contains("delivered 2 times"), "{shown}");
+    let o = c.run(&["dead-letters", "requeue", "--judge", "tiny", "--all"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("requeued 6 item(s)"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(c.ok(&["dead-letters", "list", "--json"]).trim().is_empty(), "requeued letters leave the dead letters");
+    let p = c.progress(&job);
+    assert_eq!((p["dead"], p["queued"] + p["done"]), (0, 6), "{p:?}");
+    let o = c.run(&["dead-letters", "requeue", "--judge", "tiny", first]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not found"), "a requeued letter is gone");
 }
 
 #[test]

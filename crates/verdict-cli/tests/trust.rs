@@ -361,7 +361,7 @@ fn the_cli_behaves_like_a_unix_tool() {
     // off a terminal, or as JSON lines only.
     let port = verdict_testkit::free_port();
     let o = bin()
-        .args(["coordinator", "--listen", "127.0.0.1:0"])
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--start-timeout", "1"])
         .env("DATABASE_URL", format!("postgres://app:s3cret@127.0.0.1:{port}/v"))
         .env("VERDICT_REDIS_URL", c.redis.url())
         .output()
@@ -370,7 +370,7 @@ fn the_cli_behaves_like_a_unix_tool() {
     assert!(!o.status.success() && e.contains(&format!("cannot reach Postgres at postgres://app:***@127.0.0.1:{port}/v")), "{e}");
     assert!(!e.contains("s3cret") && !e.contains('\u{1b}'), "no password, no colour codes: {e:?}");
     let o = bin()
-        .args(["--log-format", "json", "worker", "--model", model().to_str().unwrap(), "--judge", "tiny"])
+        .args(["--log-format", "json", "worker", "--model", model().to_str().unwrap(), "--judge", "tiny", "--start-timeout", "1"])
         .env("VERDICT_REDIS_URL", format!("redis://:hunter2@127.0.0.1:{port}/"))
         .output()
         .unwrap();

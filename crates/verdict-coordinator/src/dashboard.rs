@@ -146,7 +146,7 @@ impl Refresher {
 
     async fn snapshot(&mut self) -> Result<Snapshot, RefreshError> {
         let (now, unix) = (Instant::now(), unix_now());
-        let rows = self.shared.store.list_jobs(JOBS, None).await?;
+        let rows = self.shared.store.list_jobs(JOBS, None, None).await?;
         let mut jobs = Vec::with_capacity(rows.len());
         let mut done_now = HashMap::new();
         for row in &rows {

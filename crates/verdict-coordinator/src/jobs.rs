@@ -14,6 +14,7 @@ use verdict_proto::v1::{self, job_service_server::JobService};
 use verdict_queue::{valid_judge_name, QueuedItem};
 use verdict_store::{Inserted, JobRow, JobState, NewItem, Progress, StoreError};
 
+use crate::auth::{caller, Identity, Role};
 use crate::error::{data_error, job_id, CoordinatorError, Result};
 use crate::server::Shared;
 use crate::workers::{unix_now, WORKER_TTL};
@@ -60,6 +61,15 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// The job, if `who` may see and change it: a client its own jobs, the admin any.
+    /// NOT_FOUND for no such job, PERMISSION_DENIED for another client's.
+    pub async fn owned_job(&self, who: &Identity, id: Uuid) -> Result<JobRow, Status> {
+        who.require(&[Role::Client], "read or change jobs")?;
+        let job = self.store.get_job(id).await.map_err(CoordinatorError::from)?;
+        who.check_owner(id, &job.owner)?;
+        Ok(job)
     }
 
     pub async fn job_with_progress(&self, id: Uuid) -> Result<v1::Job> {
@@ -187,6 +197,8 @@ type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
 #[tonic::async_trait]
 impl JobService for Jobs {
     async fn create_job(&self, req: Request<v1::CreateJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let who = caller(&req)?;
+        who.require(&[Role::Client], "create jobs")?;
         let req = req.into_inner();
         let spec = req.spec.ok_or_else(|| CoordinatorError::Invalid("field `spec` is missing".into()))?;
         let spec = spec_from_wire(&spec, &self.shared.limits).map_err(CoordinatorError::from)?;
@@ -211,13 +223,14 @@ impl JobService for Jobs {
                 .into());
             }
         }
-        let job = self.shared.store.create_job(&req.name, &spec).await.map_err(CoordinatorError::from)?;
-        tracing::info!(job = %job.id, judge = %spec.judge, name = %req.name, "job created");
+        let job = self.shared.store.create_job(&req.name, &spec, &who.name).await.map_err(CoordinatorError::from)?;
+        tracing::info!(job = %job.id, judge = %spec.judge, name = %req.name, owner = %who.name, "job created");
         let live = self.shared.live_workers(&job.judge).await;
         Ok(Response::new(job_to_wire(&job, &Progress::default(), live)))
     }
 
     async fn submit_items(&self, req: Request<Streaming<v1::SubmitItemsRequest>>) -> Result<Response<v1::SubmitItemsResponse>, Status> {
+        let who = caller(&req)?;
         let mut stream = req.into_inner();
         let mut job: Option<(JobRow, Fingerprints)> = None;
         let mut out = v1::SubmitItemsResponse::default();
@@ -249,7 +262,7 @@ impl JobService for Jobs {
                 Some((j, w)) if j.id == id => (j.clone(), w.clone()),
                 Some((j, _)) => return Err(CoordinatorError::Invalid(format!("job_id changed within one stream ({} then {id})", j.id)).into()),
                 None => {
-                    let j = self.shared.store.get_job(id).await.map_err(CoordinatorError::from)?;
+                    let j = self.shared.owned_job(&who, id).await?;
                     if j.cancelled {
                         return Err(CoordinatorError::Precondition(format!("job {id} is cancelled")).into());
                     }
@@ -280,11 +293,15 @@ impl JobService for Jobs {
     }
 
     async fn get_job(&self, req: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let who = caller(&req)?;
         let id = job_id(&req.into_inner().job_id)?;
+        self.shared.owned_job(&who, id).await?;
         Ok(Response::new(self.shared.job_with_progress(id).await?))
     }
 
     async fn list_jobs(&self, req: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let who = caller(&req)?;
+        who.require(&[Role::Client], "list jobs")?;
         let req = req.into_inner();
         let size = if req.page_size == 0 { 50 } else { req.page_size.min(1000) } as i64;
         let before = if req.page_token.is_empty() {
@@ -294,7 +311,7 @@ impl JobService for Jobs {
             let ts = chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| CoordinatorError::Invalid("page_token is not one this server issued".into()))?;
             Some((ts.with_timezone(&chrono::Utc), job_id(id)?))
         };
-        let rows = self.shared.store.list_jobs(size, before).await.map_err(CoordinatorError::from)?;
+        let rows = self.shared.store.list_jobs(size, before, who.listing_owner()).await.map_err(CoordinatorError::from)?;
         let mut jobs = Vec::with_capacity(rows.len());
         let mut live: HashMap<String, Option<u64>> = HashMap::new();
         for j in &rows {
@@ -317,18 +334,21 @@ impl JobService for Jobs {
     }
 
     async fn cancel_job(&self, req: Request<v1::CancelJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let who = caller(&req)?;
         let id = job_id(&req.into_inner().job_id)?;
-        let job = self.shared.store.get_job(id).await.map_err(CoordinatorError::from)?;
+        let job = self.shared.owned_job(&who, id).await?;
         self.shared.store.cancel_job(id).await.map_err(CoordinatorError::from)?;
         self.shared.queue.cancel(&job.judge, &id.to_string()).await.map_err(CoordinatorError::from)?;
-        tracing::info!(job = %id, "job cancelled");
+        tracing::info!(job = %id, by = %who.name, "job cancelled");
         Ok(Response::new(self.shared.job_with_progress(id).await?))
     }
 
     type WatchJobStream = JobStream;
 
     async fn watch_job(&self, req: Request<v1::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let who = caller(&req)?;
         let id = job_id(&req.into_inner().job_id)?;
+        self.shared.owned_job(&who, id).await?;
         let first = self.shared.job_with_progress(id).await?;
         let shared = self.shared.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -339,7 +359,11 @@ impl JobService for Jobs {
             }
             let terminal = |j: &v1::Job| j.state == v1::JobState::Done as i32 || j.state == v1::JobState::Cancelled as i32;
             while !terminal(&last) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // A watcher that went away ends this task at once, not at the next change.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tx.closed() => return,
+                }
                 match shared.job_with_progress(id).await {
                     Ok(j) if j != last => {
                         last = j;
@@ -359,9 +383,25 @@ impl JobService for Jobs {
     }
 
     async fn extend_job(&self, req: Request<v1::ExtendJobRequest>) -> Result<Response<v1::ExtendJobResponse>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
         let id = job_id(&req.job_id)?;
+        self.shared.owned_job(&who, id).await?;
         let (job, done) = self.shared.extend_job(id, req.k).await?;
         Ok(Response::new(v1::ExtendJobResponse { job: Some(job), queued: done.queued, unchanged: done.unchanged }))
+    }
+
+    async fn list_dead_letters(&self, req: Request<v1::ListDeadLettersRequest>) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let who = caller(&req)?;
+        let req = req.into_inner();
+        let job = (!req.job_id.is_empty()).then(|| job_id(&req.job_id)).transpose()?;
+        let dead_letters = self.shared.list_dead_letters(&who, &req.judge, job, req.limit as usize).await?;
+        Ok(Response::new(v1::ListDeadLettersResponse { dead_letters }))
+    }
+
+    async fn requeue_dead_letters(&self, req: Request<v1::RequeueDeadLettersRequest>) -> Result<Response<v1::RequeueDeadLettersResponse>, Status> {
+        let who = caller(&req)?;
+        who.require(&[Role::Client], "requeue dead letters")?;
+        Ok(Response::new(self.shared.requeue_dead_letters(&who, req.into_inner()).await?))
     }
 }

@@ -8,11 +8,13 @@
 //! on the queue any queued item whose entry was lost (a Redis restart without persistence,
 //! an enqueue that failed after the commit).
 //!
-//! Layout: [`server`] (start-up, drain), [`jobs`], [`workers`], [`verdicts`] (the three
-//! services), [`extend`] (raising a finished job's k), [`telemetry`] (a job's judge figures),
+//! Layout: [`server`] (start-up, drain), [`auth`] (tokens, roles, job ownership), [`jobs`], [`workers`], [`verdicts`] (the three
+//! services), [`extend`] (raising a finished job's k), [`dead_letters`] (listing and requeueing them), [`telemetry`] (a job's judge figures),
 //! [`dashboard`] (the read-only web page), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
 
+pub mod auth;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod error;
 pub mod extend;
 pub mod jobs;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tokio_stream::wrappers::TcpListenerStream;
 use verdict_proto::v1::job_service_server::JobServiceServer;
 use verdict_proto::v1::verdict_service_server::VerdictServiceServer;
@@ -14,6 +15,7 @@ use verdict_core::{redact, SpecLimits};
 use verdict_queue::{Queue, QueueConfig};
 use verdict_store::Store;
 
+use crate::auth::{Auth, Authenticate};
 use crate::error::CoordinatorError;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -45,6 +47,15 @@ pub struct CoordinatorConfig {
     pub spec_limits: SpecLimits,
     /// An open job that receives no items for this long is sealed, with a note.
     pub open_job_timeout: Duration,
+    /// Who may call: tokens, or open to everyone (allowed on loopback, or with `insecure`).
+    pub auth: Auth,
+    /// Serve an open coordinator on addresses other machines reach.
+    pub insecure: bool,
+    /// How long to keep trying Redis and Postgres at start before giving up.
+    pub start_timeout: Duration,
+    /// Apply the schema's migrations at start (needs the schema owner's rights); when off,
+    /// the schema must be current already (`verdict migrate`).
+    pub migrate: bool,
 }
 
 impl CoordinatorConfig {
@@ -63,6 +74,10 @@ impl CoordinatorConfig {
             drain_timeout: Duration::from_secs(30),
             spec_limits: SpecLimits::default(),
             open_job_timeout: Duration::from_secs(900),
+            auth: Auth::Open,
+            insecure: false,
+            start_timeout: Duration::from_secs(60),
+            migrate: true,
         }
     }
 }
@@ -94,23 +109,129 @@ impl Running {
 
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// Refuse to serve without authentication where other machines can reach it: anyone who
+/// reaches the port could list, cancel and overwrite every job. The dashboard has no login
+/// of its own, so it stays on loopback (reach it through a tunnel or an authenticating
+/// proxy) whatever the tokens; `/metrics` holds counts only and may be exposed with tokens on.
+fn check_exposure(cfg: &CoordinatorConfig) -> Result<(), CoordinatorError> {
+    if cfg.insecure {
+        return Ok(());
+    }
+    if let Some(h) = cfg.http_listen.filter(|a| !a.ip().is_loopback()) {
+        return Err(CoordinatorError::Precondition(format!(
+            "refusing to serve the dashboard on {h}: it has no login; serve it on 127.0.0.1 and reach it through an SSH tunnel or an authenticating proxy, or pass --insecure on a network you trust"
+        )));
+    }
+    if cfg.auth.enabled() {
+        return Ok(());
+    }
+    let exposed: Vec<String> = [Some(cfg.listen), cfg.metrics_listen].into_iter().flatten().filter(|a| !a.ip().is_loopback()).map(|a| a.to_string()).collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    Err(CoordinatorError::Precondition(format!(
+        "refusing to listen on {} without authentication: give --auth-tokens FILE (see `verdict token new`), listen on 127.0.0.1, or pass --insecure on a network you trust",
+        exposed.join(", ")
+    )))
+}
+
+/// Read the token file again on SIGHUP (token rotation without a restart).
+fn reload_on_hangup(auth: Auth) {
+    if !auth.enabled() {
+        return;
+    }
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(n) => tracing::info!(tokens = n, "token file read again"),
+                Err(e) => tracing::error!(error = %e, "token file not reloaded; the previous tokens stay"),
+            }
+        }
+    });
+}
+
+/// Connect to a service, retrying with backoff until `deadline`: at start, Redis or Postgres
+/// may still be starting too. Every failure names the address (without its password).
+/// Errors that waiting cannot cure (a schema to migrate) end it at once.
+async fn patiently<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    url: &str,
+    deadline: tokio::time::Instant,
+    curable: impl Fn(&E) -> bool,
+    mut connect: impl FnMut() -> F,
+) -> Result<T, CoordinatorError> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match connect().await {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                let message = format!("cannot reach {what} at {}: {e}", redact::url(url));
+                if !curable(&e) || tokio::time::Instant::now() + wait > deadline {
+                    return Err(CoordinatorError::Precondition(message));
+                }
+                tracing::warn!("{message}; retrying in {:.1} s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Every service's health: `SERVING` only while Redis and Postgres answer.
+async fn set_health(health: &tonic_health::server::HealthReporter, up: bool) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let status = if up { Serving } else { NotServing };
+    health.set_service_status("", status).await;
+    health.set_service_status(<JobServiceServer<Jobs> as tonic::server::NamedService>::NAME, status).await;
+    health.set_service_status(<WorkerServiceServer<Workers> as tonic::server::NamedService>::NAME, status).await;
+    health.set_service_status(<VerdictServiceServer<Verdicts> as tonic::server::NamedService>::NAME, status).await;
+}
+
+/// Ask Redis and Postgres every two seconds; report `NOT_SERVING` while either is down, so a
+/// load balancer sends callers to a coordinator that can serve them.
+async fn watch_dependencies(shared: Shared, health: tonic_health::server::HealthReporter, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut up = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+        let limit = Duration::from_secs(2);
+        let store = tokio::time::timeout(limit, shared.store.ping()).await;
+        let queue = tokio::time::timeout(limit, shared.queue.ping()).await;
+        let now_up = matches!(store, Ok(Ok(()))) && matches!(queue, Ok(Ok(())));
+        if now_up != up {
+            if now_up {
+                tracing::info!("Redis and Postgres answer again: serving");
+            } else {
+                tracing::warn!(postgres = store.is_ok_and(|r| r.is_ok()), redis = queue.is_ok_and(|r| r.is_ok()), "a dependency does not answer: health is NOT_SERVING");
+            }
+            set_health(&health, now_up).await;
+            up = now_up;
+        }
+    }
+}
+
 /// Connect, bind and start serving; returns once the server listens.
 pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, CoordinatorError> {
+    check_exposure(&cfg)?;
     // Name what could not be reached (without its password): "pool timed out" alone says
     // nothing about which service, or where.
-    let store = Store::connect(&cfg.database_url, cfg.db_connections)
-        .await
-        .map_err(|e| CoordinatorError::Precondition(format!("cannot reach Postgres at {}: {e}", redact::url(&cfg.database_url))))?;
-    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone())
-        .await
-        .map_err(|e| CoordinatorError::Precondition(format!("cannot reach Redis at {}: {e}", redact::url(&cfg.redis_url))))?;
+    let deadline = tokio::time::Instant::now() + cfg.start_timeout;
+    let store = patiently("Postgres", &cfg.database_url, deadline, |e| matches!(e, verdict_store::StoreError::Db(_)), || async {
+        match cfg.migrate {
+            true => Store::connect(&cfg.database_url, cfg.db_connections).await,
+            false => Store::connect_current(&cfg.database_url, cfg.db_connections).await,
+        }
+    })
+    .await?;
+    let queue = patiently("Redis", &cfg.redis_url, deadline, |_| true, || Queue::connect(&cfg.redis_url, cfg.queue.clone())).await?;
     let metrics = Metrics::new();
     let shared = Shared { store, queue, metrics: metrics.clone(), limits: cfg.spec_limits };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<JobServiceServer<Jobs>>().await;
-    health.set_serving::<WorkerServiceServer<Workers>>().await;
-    health.set_serving::<VerdictServiceServer<Verdicts>>().await;
+    set_health(&health, true).await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(verdict_proto::FILE_DESCRIPTOR_SET)
@@ -147,19 +268,25 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
         ),
         None => None,
     };
+    tokio::spawn(watch_dependencies(shared.clone(), health.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(crate::sweeper::run(
         shared.clone(),
         crate::sweeper::Every { tick: cfg.sweep_every, requeue_after: cfg.requeue_after, open_job_timeout: cfg.open_job_timeout },
         stop_rx.clone(),
     ));
 
+    // Every service but health answers only callers with a token (when tokens are on).
+    reload_on_hangup(cfg.auth.clone());
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(JobServiceServer::new(Jobs { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
-        .add_service(WorkerServiceServer::new(Workers { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(VerdictServiceServer::new(Verdicts { shared }).max_encoding_message_size(MAX_MESSAGE));
+        .add_service(InterceptedService::new(reflection_v1, Authenticate(cfg.auth.clone())))
+        .add_service(InterceptedService::new(reflection_v1alpha, Authenticate(cfg.auth.clone())))
+        .add_service(InterceptedService::new(
+            JobServiceServer::new(Jobs { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
+            Authenticate(cfg.auth.clone()),
+        ))
+        .add_service(InterceptedService::new(WorkerServiceServer::new(Workers { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())))
+        .add_service(InterceptedService::new(VerdictServiceServer::new(Verdicts { shared }).max_encoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())));
 
     let drain = cfg.drain_timeout;
     let handle = tokio::spawn(async move {
@@ -173,7 +300,7 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
             _ = shutdown => {
                 tracing::info!("shutting down: draining in-flight requests");
                 let _ = stop_tx.send(true);
-                health.set_not_serving::<JobServiceServer<Jobs>>().await;
+                set_health(&health, false).await;
                 match tokio::time::timeout(drain, &mut server).await {
                     Ok(r) => r.map_err(|e| CoordinatorError::Precondition(format!("server: {e}")))?,
                     Err(_) => tracing::warn!("drain timeout: closing the remaining streams"),

@@ -4,7 +4,8 @@
 //! persistence or an enqueue that failed after the commit. Items are claimed with SKIP
 //! LOCKED, so replicas share the sweep. An open job that has received no items for the
 //! open-job timeout (its submission broke off, or a `keep_open` caller never came back) is
-//! sealed with a note, so it ends instead of staying open forever.
+//! sealed with a note, so it ends instead of staying open forever. Consumers that hold
+//! nothing and were idle for a few lease timeouts (workers gone) leave the consumer group.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,6 +45,19 @@ pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<us
     Ok(requeued)
 }
 
+/// Remove every judge's consumers that hold nothing and were idle longer than `idle`.
+pub async fn prune_consumers(shared: &Shared, idle: Duration) -> Result<usize> {
+    let mut n = 0;
+    for j in shared.store.judges().await? {
+        let gone = shared.queue.prune_consumers(&j.name, idle).await?;
+        if !gone.is_empty() {
+            tracing::info!(judge = %j.name, consumers = ?gone, "removed idle consumers that held nothing");
+        }
+        n += gone.len();
+    }
+    Ok(n)
+}
+
 /// How often the sweeper runs and what it counts as lost or idle.
 #[derive(Debug, Clone, Copy)]
 pub struct Every {
@@ -76,6 +90,10 @@ pub async fn run(shared: Shared, every: Every, mut shutdown: tokio::sync::watch:
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "sealing idle jobs failed; will retry"),
+                }
+                // Three lease timeouts: long past any reclaim of what a dead worker held.
+                if let Err(e) = prune_consumers(&shared, 3 * shared.queue.config().lease_timeout).await {
+                    tracing::warn!(error = %e, "removing idle consumers failed; will retry");
                 }
             }
             _ = shutdown.changed() => return,

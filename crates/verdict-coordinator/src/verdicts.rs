@@ -12,6 +12,7 @@ use verdict_proto::convert::record_to_wire;
 use verdict_proto::v1::{self, verdict_service_server::VerdictService};
 use verdict_store::{JobState, VerdictFilter};
 
+use crate::auth::caller;
 use crate::error::{job_id, CoordinatorError};
 use crate::server::Shared;
 
@@ -97,8 +98,10 @@ fn json_row<T: serde::Serialize>(row: &T, form: v1::PromptForm) -> Result<v1::Ex
 #[tonic::async_trait]
 impl VerdictService for Verdicts {
     async fn get_verdict(&self, req: Request<v1::GetVerdictRequest>) -> Result<Response<v1::VerdictRecord>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
+        self.shared.owned_job(&who, job).await?;
         let r = self.shared.store.get_verdict(job, &req.item_id).await.map_err(CoordinatorError::from)?;
         Ok(Response::new(record_to_wire(&req.job_id, &r)))
     }
@@ -106,9 +109,10 @@ impl VerdictService for Verdicts {
     type QueryVerdictsStream = Out<v1::VerdictRecord>;
 
     async fn query_verdicts(&self, req: Request<v1::QueryVerdictsRequest>) -> Result<Response<Self::QueryVerdictsStream>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        let row = self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let row = self.shared.owned_job(&who, job).await?;
         let at = revote_at(&row.spec, req.k, req.k_meta)?;
         let wanted = VerdictFilter {
             winner: req.winner,
@@ -155,18 +159,20 @@ impl VerdictService for Verdicts {
     type ExportJobStream = Out<v1::ExportRow>;
 
     async fn job_telemetry(&self, req: Request<v1::JobTelemetryRequest>) -> Result<Response<v1::JobTelemetryResponse>, Status> {
+        let who = caller(&req)?;
         let job = job_id(&req.into_inner().job_id)?;
         // A job that does not exist is NOT_FOUND, not an empty report.
-        self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        self.shared.owned_job(&who, job).await?;
         let report = crate::telemetry::job_report(&self.shared.store, job).await.map_err(CoordinatorError::from)?;
         let json = serde_json::to_string(&report).map_err(|e| Status::internal(format!("telemetry of job {job}: {e}")))?;
         Ok(Response::new(v1::JobTelemetryResponse { json }))
     }
 
     async fn export_job(&self, req: Request<v1::ExportJobRequest>) -> Result<Response<Self::ExportJobStream>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        let row = self.shared.store.get_job(job).await.map_err(CoordinatorError::from)?;
+        let row = self.shared.owned_job(&who, job).await?;
         let progress = self.shared.store.progress(job).await.map_err(CoordinatorError::from)?;
         // Training data from half a job looks like training data from all of it: refuse
         // unless asked for explicitly.

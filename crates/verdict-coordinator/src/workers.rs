@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status};
 use verdict_proto::convert::record_from_wire;
 use verdict_core::Fingerprints;
 use verdict_proto::v1::{self, item_failure::Kind, item_result::Outcome as WireOutcome, worker_service_server::WorkerService};
-use verdict_queue::WorkerInfo;
+use verdict_queue::{Holding, WorkerInfo};
 use verdict_store::{Failure, FailureKind, Outcome};
 
+use crate::auth::{caller, Role};
 use crate::error::{job_id, CoordinatorError};
 use crate::server::Shared;
 
@@ -45,11 +46,40 @@ struct Dead {
     deliveries: u64,
 }
 
+impl Workers {
+    /// Keep only the results for entries the reporting worker holds now; return the entry
+    /// ids of the others. A result naming another item than its entry carries is refused
+    /// whole (INVALID_ARGUMENT): that is a forgery or a bug, never a race.
+    async fn keep_held(&self, req: &mut v1::ReportResultsRequest) -> Result<Vec<String>, Status> {
+        let triples: Vec<(&str, &str, &str)> = req.results.iter().map(|r| (r.entry_id.as_str(), r.job_id.as_str(), r.item_id.as_str())).collect();
+        let holding = self.shared.queue.held(&req.judge, &req.worker_id, &triples).await.map_err(CoordinatorError::from)?;
+        if let Some(r) = req.results.iter().zip(&holding).find(|(_, h)| **h == Holding::Mismatch).map(|(r, _)| r) {
+            return Err(CoordinatorError::Invalid(format!("entry {} does not carry item {} of job {}", r.entry_id, r.item_id, r.job_id)).into());
+        }
+        let mut not_held = Vec::new();
+        let mut kept = Vec::with_capacity(req.results.len());
+        for (r, h) in std::mem::take(&mut req.results).into_iter().zip(holding) {
+            if h == Holding::Held {
+                kept.push(r);
+            } else {
+                not_held.push(r.entry_id);
+            }
+        }
+        if !not_held.is_empty() {
+            self.shared.metrics.results_not_held.inc_by(not_held.len() as u64);
+            tracing::warn!(worker = %req.worker_id, entries = not_held.len(), "results for entries the worker no longer holds were not stored");
+        }
+        req.results = kept;
+        Ok(not_held)
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for Workers {
     async fn report_results(&self, req: Request<v1::ReportResultsRequest>) -> Result<Response<v1::ReportResultsResponse>, Status> {
         let started = Instant::now();
-        let req = req.into_inner();
+        caller(&req)?.require(&[Role::Worker], "report results")?;
+        let mut req = req.into_inner();
         // Only the weights the judge is bound to may write its verdicts.
         let from = weights(&req.fingerprint, &req.meta_fingerprint)?;
         let bound = match self.shared.store.judge(&req.judge).await.map_err(CoordinatorError::from)? {
@@ -68,6 +98,7 @@ impl WorkerService for Workers {
             ))
             .into());
         }
+        let not_held = self.keep_held(&mut req).await?;
         let mut outcomes = Vec::with_capacity(req.results.len());
         let mut ack = Vec::new();
         let mut dead = Vec::new();
@@ -126,16 +157,23 @@ impl WorkerService for Workers {
         m.samples_stored.inc_by(samples);
         m.generated_tokens.inc_by(tokens);
         m.report_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(Response::new(v1::ReportResultsResponse { acknowledged: acknowledged as u32 }))
+        Ok(Response::new(v1::ReportResultsResponse { acknowledged: acknowledged as u32, not_held }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        caller(&req)?.require(&[Role::Worker], "send worker heartbeats")?;
         let req = req.into_inner();
         let from = weights(&req.fingerprint, &req.meta_fingerprint)?;
         let context = (req.context_length > 0).then_some(req.context_length);
         // Refused (FAILED_PRECONDITION, naming both fingerprints) while the name is bound to
-        // other weights with items waiting.
-        self.shared.store.bind_judge(&req.judge, &from, context).await.map_err(CoordinatorError::from)?;
+        // other weights with items waiting. With Postgres away the heartbeat still counts
+        // (reports check the binding again): a store outage must not make every worker
+        // hand its leases back and judge them all again.
+        match self.shared.store.bind_judge(&req.judge, &from, context).await {
+            Ok(_) => {}
+            Err(e @ verdict_store::StoreError::Conflict(_)) => return Err(CoordinatorError::from(e).into()),
+            Err(e) => tracing::warn!(worker = %req.worker_id, error = %e, "cannot check the judge's binding now; heartbeat accepted"),
+        }
         let info = WorkerInfo {
             id: req.worker_id,
             judge: req.judge.clone(),

@@ -59,6 +59,11 @@ impl ChatTemplate {
     }
 
     pub fn from_source(source: String, tok: &Tok) -> Result<Self> {
+        Self::from_parts(source, tok.bos_token.as_deref(), tok.eos_token.as_deref().unwrap_or_default())
+    }
+
+    /// A template with its special tokens given directly (no tokenizer needed).
+    pub fn from_parts(source: String, bos_token: Option<&str>, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -67,11 +72,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", source)
             .map_err(|e| EngineError::ChatTemplate(format!("does not parse: {e}")))?;
-        Ok(Self {
-            env,
-            bos_token: tok.bos_token.clone().unwrap_or_default(),
-            eos_token: tok.eos_token.clone().unwrap_or_default(),
-        })
+        Ok(Self { env, bos_token: bos_token.unwrap_or_default().to_string(), eos_token: eos_token.to_string() })
     }
 
     /// Render a conversation, ending with the assistant's turn opened when

@@ -3,6 +3,7 @@
 //! wire types and `verdict-core`'s. Conversions from the wire validate: a bad field becomes
 //! a [`FieldError`] naming it, never a panic.
 
+pub mod auth;
 pub mod convert;
 pub mod metrics_http;
 

@@ -2,9 +2,12 @@
 //!
 //! One stream per judge model (`{prefix}:{judge}:items`), read by one consumer group
 //! (`workers`). Each worker process leases entries under its own unique consumer name
-//! (XREADGROUP COUNT n), keeps them alive while it works (XCLAIM JUSTID, which resets the
-//! idle time without counting a delivery), and anyone may reclaim entries idle past the
-//! lease timeout (XAUTOCLAIM), which counts a delivery. Entries are acknowledged only after
+//! (XREADGROUP COUNT n), keeps them alive while it works (a script that resets the idle time
+//! of the entries it still holds, and only those, without counting a delivery), and anyone
+//! may reclaim entries idle past the lease timeout (XAUTOCLAIM), which counts a delivery.
+//! Results are accepted only for entries their worker holds ([`Queue::held`]).
+//! An entry that does not decode goes to the dead letters alone, with its reason; it never
+//! blocks a lease or a reclaim. Entries are acknowledged only after
 //! their results are committed in Postgres, and deleted on acknowledgement. An entry
 //! delivered more than `max_deliveries` times goes to `{prefix}:{judge}:dead` with its
 //! reason. Cancelled jobs are a set (`{prefix}:{judge}:cancelled`) that workers consult.
@@ -107,6 +110,20 @@ pub struct Queue {
     cfg: QueueConfig,
     ack: Script,
     dead: Script,
+    held: Script,
+    renew: Script,
+    prune: Script,
+}
+
+/// Whether a worker holds the entry a result names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Leased to this worker, and it carries the named job's item.
+    Held,
+    /// Not pending for this worker: taken over by another, acknowledged, or never leased.
+    NotHeld,
+    /// Leased to this worker, but it carries another item than the result names.
+    Mismatch,
 }
 
 const FIELD: &str = "item";
@@ -128,8 +145,14 @@ fn parse_entry(stream: &str, e: &StreamId, deliveries: u64) -> Result<Entry> {
         Some(Value::SimpleString(s)) => s.clone().into_bytes(),
         _ => return Err(bad(format!("no `{FIELD}` field"))),
     };
-    let item = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    let item = decode_item(&raw).map_err(|e| bad(e.to_string()))?;
     Ok(Entry { id: e.id.clone(), item, deliveries })
+}
+
+/// An entry's payload as a queued item. Anything may sit in a stream (another version's
+/// entries, a hand-written one): this never panics, it says what is wrong.
+pub fn decode_item(payload: &[u8]) -> std::result::Result<QueuedItem, serde_json::Error> {
+    serde_json::from_slice(payload)
 }
 
 impl Queue {
@@ -140,7 +163,17 @@ impl Queue {
             cfg,
             ack: Script::new(include_str!("lua/ack.lua")),
             dead: Script::new(include_str!("lua/dead.lua")),
+            held: Script::new(include_str!("lua/held.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+            prune: Script::new(include_str!("lua/prune.lua")),
         })
+    }
+
+    /// Whether Redis answers (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -184,7 +217,9 @@ impl Queue {
                 id: "(new)".into(),
                 problem: e.to_string(),
             })?;
-            pipe.cmd("XADD").arg(&k.items).arg("*").arg(FIELD).arg(payload);
+            // The job and item ids beside the payload let a report be checked against its
+            // entry without decoding the item.
+            pipe.cmd("XADD").arg(&k.items).arg("*").arg(FIELD).arg(payload).arg("job").arg(&it.job_id).arg("id").arg(&it.item.id);
         }
         let mut c = self.conn.clone();
         Ok(pipe.query_async(&mut c).await?)
@@ -216,10 +251,25 @@ impl Queue {
             }
             other => other?,
         };
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for e in &key.ids {
-                out.push(parse_entry(&k.items, e, 1)?);
+        let fresh: Vec<(StreamId, u64)> = reply.map(|r| r.keys).unwrap_or_default().into_iter().flat_map(|key| key.ids).map(|e| (e, 1)).collect();
+        self.decode_or_bury(judge, &k, fresh).await
+    }
+
+    /// Decode leased entries; one that is not a Verdict item goes to the dead letters with
+    /// its reason (its item, if Postgres has it, is queued again by the sweeper).
+    async fn decode_or_bury(&self, judge: &str, k: &Keys, leased: Vec<(StreamId, u64)>) -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity(leased.len());
+        for (e, deliveries) in &leased {
+            match parse_entry(&k.items, e, *deliveries) {
+                Ok(entry) => out.push(entry),
+                Err(bad) => {
+                    let field = |name: &str| match e.map.get(name) {
+                        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        _ => String::new(),
+                    };
+                    tracing::error!(stream = %k.items, entry = %e.id, error = %bad, "undecodable queue entry moved to the dead letters");
+                    self.dead_letter(judge, &e.id, &field("job"), &field("id"), &bad.to_string(), *deliveries).await?;
+                }
             }
         }
         Ok(out)
@@ -257,43 +307,63 @@ impl Queue {
             pipe.cmd("XPENDING").arg(&k.items).arg(&self.cfg.group).arg(&e.id).arg(&e.id).arg(1);
         }
         let pending: Vec<StreamPendingCountReply> = pipe.query_async(&mut c).await?;
-        reply
+        let claimed: Vec<(StreamId, u64)> = reply
             .claimed
-            .iter()
+            .into_iter()
             .zip(pending)
             .map(|(e, p)| {
                 let deliveries = p.ids.first().map(|x| x.times_delivered as u64).unwrap_or(1);
-                parse_entry(&k.items, e, deliveries)
+                (e, deliveries)
             })
-            .collect()
+            .collect();
+        self.decode_or_bury(judge, &k, claimed).await
     }
 
-    /// Reset the idle time of entries this consumer still works on, so they are not
-    /// reclaimed (does not count as a delivery).
-    pub async fn touch(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
-        self.claim_to(judge, consumer, ids, 0).await
+    /// Renew the leases this consumer still holds among `ids`, so they are not reclaimed
+    /// (no delivery is counted). Returns the ids still held: the others were taken over
+    /// after a lease timeout, or acknowledged, and are left alone.
+    pub async fn touch(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
+        self.set_idle(judge, consumer, ids, 0).await
     }
 
-    /// XCLAIM ... JUSTID to `consumer`, setting the entries' idle time to `idle_ms`.
-    /// JUSTID leaves the delivery count alone.
-    async fn claim_to(&self, judge: &str, consumer: &str, ids: &[String], idle_ms: u64) -> Result<()> {
+    /// Set the idle time of the entries `consumer` still holds among `ids`; returns those.
+    async fn set_idle(&self, judge: &str, consumer: &str, ids: &[String], idle_ms: u64) -> Result<Vec<String>> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
         let k = self.keys(judge)?;
         let mut c = self.conn.clone();
-        let _: Vec<String> = redis::cmd("XCLAIM")
-            .arg(&k.items)
-            .arg(&self.cfg.group)
-            .arg(consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("IDLE")
-            .arg(idle_ms)
-            .arg("JUSTID")
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        let mut held = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let h: Vec<String> = self.renew.key(&k.items).arg(&self.cfg.group).arg(consumer).arg(idle_ms).arg(chunk).invoke_async(&mut c).await?;
+            held.extend(h);
+        }
+        Ok(held)
+    }
+
+    /// For each (entry id, job id, item id) a worker reports, whether that worker holds the
+    /// entry and it carries that item.
+    pub async fn held(&self, judge: &str, consumer: &str, entries: &[(&str, &str, &str)]) -> Result<Vec<Holding>> {
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(500) {
+            let mut inv = self.held.key(&k.items);
+            inv.arg(&self.cfg.group).arg(consumer);
+            for (id, job, item) in chunk {
+                inv.arg(*id).arg(*job).arg(*item);
+            }
+            let codes: Vec<i64> = inv.invoke_async(&mut c).await?;
+            out.extend(codes.into_iter().map(|code| match code {
+                1 => Holding::Held,
+                -1 => Holding::Mismatch,
+                _ => Holding::NotHeld,
+            }));
+        }
+        Ok(out)
     }
 
     /// Acknowledge and delete entries whose results are committed. Returns how many were
@@ -329,13 +399,43 @@ impl Queue {
         Ok(n == 1)
     }
 
-    /// Dead letters, oldest first: (entry id, field map).
-    pub async fn dead_letters(&self, judge: &str, count: usize) -> Result<Vec<(String, Vec<(String, String)>)>> {
+    /// Dead letters, oldest first, after the dead letter `after` (exclusive) if given.
+    pub async fn dead_letters(&self, judge: &str, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {
         let k = self.keys(judge)?;
         let mut c = self.conn.clone();
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg(&k.dead).arg("-").arg("+").arg("COUNT").arg(count).query_async(&mut c).await?;
-        Ok(entries)
+        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
+        let entries: Vec<StreamEntry> = redis::cmd("XRANGE").arg(&k.dead).arg(start).arg("+").arg("COUNT").arg(count).query_async(&mut c).await?;
+        Ok(entries.into_iter().map(DeadLetter::from_fields).collect())
+    }
+
+    /// The dead letters with these ids (`None` for one that does not exist).
+    pub async fn dead_letters_by_id(&self, judge: &str, ids: &[String]) -> Result<Vec<Option<DeadLetter>>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let k = self.keys(judge)?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XRANGE").arg(&k.dead).arg(id).arg(id);
+        }
+        let mut c = self.conn.clone();
+        let found: Vec<Vec<StreamEntry>> = pipe.query_async(&mut c).await?;
+        Ok(found.into_iter().map(|v| v.into_iter().next().map(DeadLetter::from_fields)).collect())
+    }
+
+    /// Put a dead item back on the queue as a new entry (its deliveries start again) and
+    /// drop its dead letter. `payload` is what the entry carried. Returns the new entry id.
+    pub async fn requeue_dead(&self, judge: &str, dead_id: &str, payload: &str, job_id: &str, item_id: &str) -> Result<String> {
+        self.ensure_group(judge).await?;
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        let (entry, _): (String, u64) = redis::pipe()
+            .cmd("XADD").arg(&k.items).arg("*").arg(FIELD).arg(payload).arg("job").arg(job_id).arg("id").arg(item_id)
+            .cmd("XDEL").arg(&k.dead).arg(dead_id)
+            .atomic()
+            .query_async(&mut c)
+            .await?;
+        Ok(entry)
     }
 
     /// Whether entries still exist in the stream (waiting or leased): an entry absent from
@@ -419,7 +519,15 @@ impl Queue {
     /// Make entries this consumer holds reclaimable at once (a worker shutting down before
     /// it could finish them), without counting a delivery.
     pub async fn release(&self, judge: &str, consumer: &str, ids: &[String]) -> Result<()> {
-        self.claim_to(judge, consumer, ids, self.cfg.lease_timeout.as_millis() as u64 + 1).await
+        self.set_idle(judge, consumer, ids, self.cfg.lease_timeout.as_millis() as u64 + 1).await.map(drop)
+    }
+
+    /// Remove the judge's consumers that hold nothing and were idle longer than `idle`.
+    /// Returns their names.
+    pub async fn prune_consumers(&self, judge: &str, idle: Duration) -> Result<Vec<String>> {
+        let k = self.keys(judge)?;
+        let mut c = self.conn.clone();
+        Ok(self.prune.key(&k.items).arg(&self.cfg.group).arg(idle.as_millis() as u64).invoke_async(&mut c).await?)
     }
 
     pub async fn stats(&self, judge: &str) -> Result<QueueStats> {
@@ -437,6 +545,37 @@ impl Queue {
             Ok(_) => 0,
         };
         Ok(QueueStats { length, pending, dead })
+    }
+}
+
+/// An entry moved to the dead letters, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The dead letter's own id in the dead-letter stream.
+    pub id: String,
+    /// The queue entry that died.
+    pub entry: String,
+    /// Empty for an entry that did not decode.
+    pub job: String,
+    pub item: String,
+    pub reason: String,
+    pub deliveries: u64,
+    /// What the entry carried (empty for dead letters written before payloads were kept).
+    pub payload: String,
+}
+
+impl DeadLetter {
+    fn from_fields((id, fields): StreamEntry) -> Self {
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        DeadLetter {
+            entry: get("entry"),
+            job: get("job"),
+            item: get("item"),
+            reason: get("reason"),
+            deliveries: get("deliveries").parse().unwrap_or(0),
+            payload: get("payload"),
+            id,
+        }
     }
 }
 

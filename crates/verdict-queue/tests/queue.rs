@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use verdict_core::{Item, LabelSpec};
-use verdict_queue::{Queue, QueueConfig, QueuedItem};
+use verdict_queue::{Holding, Queue, QueueConfig, QueuedItem};
 use verdict_testkit::{unique, Redis};
 
 fn item(i: usize) -> QueuedItem {
@@ -75,11 +75,21 @@ async fn dead_letters_keep_the_reason_once() {
     q.lease("tiny", "w", 1, Duration::from_millis(100), &mut conn).await.unwrap();
     assert!(q.dead_letter("tiny", &ids[0], "job-1", "i0", "delivered 6 times", 6).await.unwrap());
     assert!(!q.dead_letter("tiny", &ids[0], "job-1", "i0", "delivered 6 times", 6).await.unwrap());
-    let dead = q.dead_letters("tiny", 10).await.unwrap();
+    let dead = q.dead_letters("tiny", None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].1.contains(&("reason".to_string(), "delivered 6 times".to_string())));
+    assert_eq!((dead[0].reason.as_str(), dead[0].job.as_str(), dead[0].item.as_str(), dead[0].deliveries), ("delivered 6 times", "job-1", "i0", 6));
+    // The payload goes with it, so a requeue puts back what died.
+    let back: QueuedItem = serde_json::from_str(&dead[0].payload).unwrap();
+    assert_eq!(back, item(0));
     let stats = q.stats("tiny").await.unwrap();
     assert_eq!((stats.length, stats.pending, stats.dead), (0, 0, 1));
+    assert!(q.dead_letters("tiny", Some(&dead[0].id), 10).await.unwrap().is_empty());
+
+    let fresh = q.requeue_dead("tiny", &dead[0].id, &dead[0].payload, "job-1", "i0").await.unwrap();
+    let stats = q.stats("tiny").await.unwrap();
+    assert_eq!((stats.length, stats.dead), (1, 0));
+    let again = q.lease("tiny", "w2", 5, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert_eq!((again[0].id.as_str(), &again[0].item, again[0].deliveries), (fresh.as_str(), &item(0), 1));
 }
 
 #[tokio::test]
@@ -153,4 +163,82 @@ async fn released_entries_are_reclaimable_at_once_and_workers_register() {
     assert_eq!(q.live_workers("tiny", Duration::from_secs(30), now).await.unwrap(), 1);
     assert_eq!(q.live_workers("other", Duration::from_secs(30), now).await.unwrap(), 1);
     assert_eq!(q.live_workers("nobody", Duration::from_secs(30), now).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn renewal_and_results_belong_to_the_holder_only() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_millis(200)).await;
+    q.enqueue("tiny", &[item(0), item(1)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let leased = q.lease("tiny", "stale", 2, Duration::from_millis(100), &mut conn).await.unwrap();
+    let (e0, e1) = (leased[0].id.clone(), leased[1].id.clone());
+    assert_eq!(
+        q.held("tiny", "stale", &[(&e0, "job-1", "i0"), (&e1, "job-1", "i1")]).await.unwrap(),
+        vec![Holding::Held, Holding::Held]
+    );
+    // Another item than the entry carries is a mismatch, whoever asks.
+    assert_eq!(q.held("tiny", "stale", &[(&e0, "job-1", "i1"), (&e0, "job-2", "i0")]).await.unwrap(), vec![Holding::Mismatch, Holding::Mismatch]);
+    assert_eq!(q.held("tiny", "other", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::NotHeld]);
+
+    // The stale worker stalls past the lease timeout; another takes both over.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let took = q.reclaim("tiny", "fresh", 10).await.unwrap();
+    assert_eq!(took.len(), 2);
+    // The stale worker's renewal must not take them back, and says what it lost.
+    assert!(q.touch("tiny", "stale", &[e0.clone(), e1.clone()]).await.unwrap().is_empty());
+    assert_eq!(q.held("tiny", "stale", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::NotHeld]);
+    assert_eq!(q.held("tiny", "fresh", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::Held]);
+    assert_eq!(q.touch("tiny", "fresh", &[e0.clone(), e1.clone()]).await.unwrap().len(), 2);
+    // Released entries are reclaimable at once; released by someone else, nothing happens.
+    q.release("tiny", "stale", &[e0.clone()]).await.unwrap();
+    assert!(q.reclaim("tiny", "third", 10).await.unwrap().is_empty(), "a stranger's release frees nothing");
+    q.release("tiny", "fresh", &[e0.clone()]).await.unwrap();
+    let third = q.reclaim("tiny", "third", 10).await.unwrap();
+    assert_eq!(third.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![e0.clone()]);
+    // Acknowledged: held by nobody.
+    q.ack("tiny", &[e0.clone()]).await.unwrap();
+    assert_eq!(q.held("tiny", "third", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::NotHeld]);
+}
+
+#[tokio::test]
+async fn an_undecodable_entry_goes_to_the_dead_letters_alone() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_millis(150)).await;
+    q.enqueue("tiny", &[item(0)]).await.unwrap();
+    // Written by hand: not a Verdict item (a bug elsewhere, or an older format).
+    let k = q.keys("tiny").unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let bad: String = redis::cmd("XADD").arg(&k.items).arg("*").arg("item").arg("{not json").arg("job").arg("job-x").query_async(&mut raw).await.unwrap();
+    q.enqueue("tiny", &[item(2)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(100)).await.unwrap();
+    let got = q.lease("tiny", "w", 10, Duration::from_millis(100), &mut conn).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.item.item.id.clone()).collect::<Vec<_>>(), vec!["i0", "i2"], "the good ones still come");
+    let dead = q.dead_letters("tiny", None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].entry.as_str(), dead[0].job.as_str()), (bad.as_str(), "job-x"));
+    assert!(dead[0].reason.contains("not a Verdict item"), "{}", dead[0].reason);
+    // Reclaims never meet it again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(q.reclaim("tiny", "w2", 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn consumers_that_hold_nothing_leave_the_group() {
+    let redis = Redis::start();
+    let q = queue(&redis, Duration::from_secs(60)).await;
+    q.enqueue("tiny", &[item(0), item(1)]).await.unwrap();
+    let mut conn = Queue::lease_connection(&redis.url(), Duration::from_millis(50)).await.unwrap();
+    let held = q.lease("tiny", "busy", 1, Duration::from_millis(50), &mut conn).await.unwrap();
+    assert_eq!(held.len(), 1);
+    // A worker that finished its last item (acknowledged) and went away.
+    let done = q.lease("tiny", "gone", 1, Duration::from_millis(50), &mut conn).await.unwrap();
+    assert_eq!(q.ack("tiny", &[done[0].id.clone()]).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Only the idle consumer with nothing pending goes; the one holding an entry stays.
+    assert_eq!(q.prune_consumers("tiny", Duration::from_millis(100)).await.unwrap(), vec!["gone".to_string()]);
+    assert!(q.prune_consumers("tiny", Duration::from_millis(100)).await.unwrap().is_empty());
+    assert_eq!(q.held("tiny", "busy", &[(&held[0].id, "job-1", "i0")]).await.unwrap(), vec![Holding::Held]);
+    assert!(q.prune_consumers("missing-judge", Duration::from_millis(1)).await.unwrap().is_empty());
 }

@@ -171,6 +171,21 @@ impl Store {
         Ok(())
     }
 
+    /// A dead item goes back to `queued` (with no entry yet: if the caller fails to enqueue
+    /// it, the sweeper will). Returns the item, or `None` if it is not dead (it has a verdict
+    /// by now, or was requeued already).
+    pub async fn requeue_dead(&self, job_id: Uuid, item_id: &str) -> Result<Option<Item>> {
+        let row = sqlx::query(
+            "UPDATE items SET state = 'queued', error = NULL, entry_id = NULL, updated_at = now()
+             WHERE job_id = $1 AND item_id = $2 AND state = 'dead' RETURNING item",
+        )
+        .bind(job_id)
+        .bind(item_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| json_column(&r, "item", || format!("item {item_id}"))).transpose()
+    }
+
     /// Claim up to `limit` queued items of live jobs untouched for `older_than_secs`, marking
     /// them touched so that concurrent coordinators split the work (SKIP LOCKED).
     pub async fn claim_stale(&self, older_than_secs: f64, limit: i64) -> Result<Vec<StaleItem>> {

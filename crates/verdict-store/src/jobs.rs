@@ -40,6 +40,8 @@ pub struct JobRow {
     pub submitted_at: DateTime<Utc>,
     /// What went wrong with the job's submission, if anything ('' when nothing).
     pub note: String,
+    /// The client identity that created the job.
+    pub owner: String,
 }
 
 impl JobRow {
@@ -71,23 +73,25 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<JobRow> {
         created_at: row.try_get("created_at")?,
         submitted_at: row.try_get("submitted_at")?,
         note: row.try_get("note")?,
+        owner: row.try_get("owner")?,
     })
 }
 
-const COLUMNS: &str = "id, name, judge, spec, sealed, cancelled, created_at, submitted_at, note";
+const COLUMNS: &str = "id, name, judge, spec, sealed, cancelled, created_at, submitted_at, note, owner";
 
 impl Store {
-    pub async fn create_job(&self, name: &str, spec: &LabelSpec) -> Result<JobRow> {
+    pub async fn create_job(&self, name: &str, spec: &LabelSpec, owner: &str) -> Result<JobRow> {
         let id = Uuid::new_v4();
         let spec_json = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
         let row = sqlx::query(&format!(
-            "INSERT INTO jobs (id, name, judge, spec) VALUES ($1, $2, $3, $4)
+            "INSERT INTO jobs (id, name, judge, spec, owner) VALUES ($1, $2, $3, $4, $5)
              RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(name)
         .bind(&spec.judge)
         .bind(spec_json)
+        .bind(owner)
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -102,16 +106,18 @@ impl Store {
         job_from_row(&row)
     }
 
-    /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page.
-    pub async fn list_jobs(&self, limit: i64, before: Option<(DateTime<Utc>, Uuid)>) -> Result<Vec<JobRow>> {
+    /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page;
+    /// `owner`, if given, keeps only that client's jobs.
+    pub async fn list_jobs(&self, limit: i64, before: Option<(DateTime<Utc>, Uuid)>, owner: Option<&str>) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(
             &format!("SELECT {COLUMNS} FROM jobs
-             WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
+             WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) AND ($4::text IS NULL OR owner = $4)
              ORDER BY created_at DESC, id DESC LIMIT $3"),
         )
         .bind(before.map(|b| b.0))
         .bind(before.map(|b| b.1))
         .bind(limit)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
@@ -166,29 +172,49 @@ impl Store {
         Ok(())
     }
 
+    /// A job's counts by state, from the counters the items' triggers keep (migration 0006):
+    /// a few rows whatever the job's size.
     pub async fn progress(&self, id: Uuid) -> Result<Progress> {
+        let rows = sqlx::query("SELECT state, deduplicated, sum(n)::bigint AS n FROM job_counts WHERE job_id = $1 GROUP BY state, deduplicated")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        tally(id, &rows)
+    }
+
+    /// The same counts by a scan of the job's items: what the counters must always equal
+    /// (tests and checks; O(items)).
+    pub async fn progress_by_scan(&self, id: Uuid) -> Result<Progress> {
         let rows = sqlx::query("SELECT state, deduplicated, count(*) AS n FROM items WHERE job_id = $1 GROUP BY state, deduplicated")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        let mut p = Progress::default();
-        for row in rows {
-            let state: String = row.try_get("state")?;
-            let dedup: bool = row.try_get("deduplicated")?;
-            let n = row.try_get::<i64, _>("n")? as u64;
-            p.total += n;
-            match state.as_str() {
-                "queued" => p.queued += n,
-                "done" => p.done += n,
-                "rejected" => p.rejected += n,
-                "dead" => p.dead += n,
-                "cancelled" => p.cancelled += n,
-                other => return Err(corrupt(format!("state of an item of job {id}"), other)),
-            }
-            if dedup {
-                p.deduplicated += n;
-            }
-        }
-        Ok(p)
+        tally(id, &rows)
     }
+}
+
+/// Progress from (state, deduplicated, n) rows.
+fn tally(id: Uuid, rows: &[sqlx::postgres::PgRow]) -> Result<Progress> {
+    let mut p = Progress::default();
+    for row in rows {
+        let state: String = row.try_get("state")?;
+        let n = row.try_get::<i64, _>("n")?;
+        if n < 0 {
+            return Err(corrupt(format!("count of job {id}'s {state} items"), n));
+        }
+        let n = n as u64;
+        p.total += n;
+        match state.as_str() {
+            "queued" => p.queued += n,
+            "done" => p.done += n,
+            "rejected" => p.rejected += n,
+            "dead" => p.dead += n,
+            "cancelled" => p.cancelled += n,
+            other => return Err(corrupt(format!("state of an item of job {id}"), other)),
+        }
+        if row.try_get::<bool, _>("deduplicated")? {
+            p.deduplicated += n;
+        }
+    }
+    Ok(p)
 }

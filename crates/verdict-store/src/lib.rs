@@ -44,6 +44,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored {what} is unreadable: {problem}")]
     Corrupt { what: String, problem: String },
+    /// The schema is not the one this build needs, and this connection may not change it.
+    #[error("the database schema is at migration {found}, this build needs {needed}: run `verdict migrate` with the schema owner's URL")]
+    Schema { found: i64, needed: i64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -57,12 +60,43 @@ impl Store {
     /// Connect and bring the schema up to date (migrations are idempotent and take an
     /// advisory lock, so many coordinators may start at once).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let store = Self::open(url, max_connections).await?;
+        MIGRATOR.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Connect without changing the schema, for a role that may only read and write rows
+    /// (least privilege: migrations run once, as the schema's owner, with `verdict migrate`).
+    /// Fails with [`StoreError::Schema`] unless every migration of this build is applied.
+    pub async fn connect_current(url: &str, max_connections: u32) -> Result<Self> {
+        let store = Self::open(url, max_connections).await?;
+        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&store.pool)
+            .await
+            .or_else(|e| match &e {
+                // No migration table: nothing was ever applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
+        let found = found.unwrap_or(0);
+        if found < needed {
+            return Err(StoreError::Schema { found, needed });
+        }
+        Ok(store)
+    }
+
+    /// Apply this build's migrations (as the schema's owner) and return.
+    pub async fn migrate(url: &str) -> Result<()> {
+        Self::connect(url, 1).await.map(drop)
+    }
+
+    async fn open(url: &str, max_connections: u32) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)
             .await?;
-        MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
 

@@ -50,7 +50,7 @@ fn record(spec: &LabelSpec, it: &Item, scores: &[[u8; 2]]) -> VerdictRecord {
 async fn jobs_items_results_round_trip() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let job = s.create_job("first", &spec).await.unwrap();
+    let job = s.create_job("first", &spec, "anonymous").await.unwrap();
     assert_eq!(s.get_job(job.id).await.unwrap().spec, spec);
     let new = s.insert_items(job.id, &new_items(&spec, 0..5)).await.unwrap();
     assert_eq!(ids_of(&new, &Inserted::New).len(), 5);
@@ -90,12 +90,12 @@ async fn jobs_items_results_round_trip() {
 async fn dedup_answers_from_stored_verdicts_of_the_same_key() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let a = s.create_job("a", &spec).await.unwrap();
+    let a = s.create_job("a", &spec, "anonymous").await.unwrap();
     s.insert_items(a.id, &new_items(&spec, 0..2)).await.unwrap();
     let r = record(&spec, &item(0), &[[9, 2]]);
     s.record(&[Outcome::Verdict { job_id: a.id, record: Box::new(r.clone()), worker: "w".into() }]).await.unwrap();
 
-    let b = s.create_job("b", &spec).await.unwrap();
+    let b = s.create_job("b", &spec, "anonymous").await.unwrap();
     let ids = ids_of(&s.insert_items(b.id, &new_items(&spec, 0..3)).await.unwrap(), &Inserted::New);
     let answered = s.dedup(b.id, &ids).await.unwrap();
     assert_eq!(answered, vec!["i00".to_string()]);
@@ -108,11 +108,11 @@ async fn dedup_answers_from_stored_verdicts_of_the_same_key() {
 
     // Another spec (another seed) is another key: no reuse.
     let other = LabelSpec { seed: 5, ..spec.clone() };
-    let c = s.create_job("c", &other).await.unwrap();
+    let c = s.create_job("c", &other, "anonymous").await.unwrap();
     let ids = ids_of(&s.insert_items(c.id, &new_items(&other, 0..1)).await.unwrap(), &Inserted::New);
     assert!(s.dedup(c.id, &ids).await.unwrap().is_empty());
     // Nor do other weights under the same judge name.
-    let d = s.create_job("d", &spec).await.unwrap();
+    let d = s.create_job("d", &spec, "anonymous").await.unwrap();
     let it = item(0);
     let retrained = NewItem { key: ContentKey::of(&it, &spec, &Fingerprints::new("beef", None)).hex(), ..new_item(&spec, it) };
     s.insert_items(d.id, &[retrained]).await.unwrap();
@@ -123,7 +123,7 @@ async fn dedup_answers_from_stored_verdicts_of_the_same_key() {
 async fn queries_filter_and_page() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let job = s.create_job("q", &spec).await.unwrap();
+    let job = s.create_job("q", &spec, "anonymous").await.unwrap();
     s.insert_items(job.id, &new_items(&spec, 0..4)).await.unwrap();
     let rs = [record(&spec, &item(0), &[[9, 2]]), record(&spec, &item(1), &[[2, 9]]), record(&spec, &item(2), &[[5, 5]]), record(&spec, &item(3), &[[6, 5]])];
     s.record(&rs.iter().map(|r| Outcome::Verdict { job_id: job.id, record: Box::new(r.clone()), worker: "w".into() }).collect::<Vec<_>>()).await.unwrap();
@@ -144,8 +144,8 @@ async fn queries_filter_and_page() {
 async fn cancel_seal_list_and_stale_claims() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let a = s.create_job("a", &spec).await.unwrap();
-    let b = s.create_job("b", &spec).await.unwrap();
+    let a = s.create_job("a", &spec, "anonymous").await.unwrap();
+    let b = s.create_job("b", &spec, "bob").await.unwrap();
     s.insert_items(a.id, &new_items(&spec, 0..3)).await.unwrap();
     s.insert_items(b.id, &new_items(&spec, 0..2)).await.unwrap();
     s.set_entry_ids(a.id, &[("i00".into(), "1-0".into())]).await.unwrap();
@@ -156,10 +156,15 @@ async fn cancel_seal_list_and_stale_claims() {
     assert_eq!(s.get_job(b.id).await.unwrap().state(&pb), verdict_store::JobState::Cancelled);
     let pa = s.progress(a.id).await.unwrap();
     assert_eq!(s.get_job(a.id).await.unwrap().state(&pa), verdict_store::JobState::Running);
-    let listed = s.list_jobs(1, None).await.unwrap();
+    let listed = s.list_jobs(1, None, None).await.unwrap();
     assert_eq!(listed[0].id, b.id, "newest first");
-    let next = s.list_jobs(10, Some((listed[0].created_at, listed[0].id))).await.unwrap();
+    let next = s.list_jobs(10, Some((listed[0].created_at, listed[0].id)), None).await.unwrap();
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a.id]);
+    // A client's listing holds its own jobs only.
+    assert_eq!(s.get_job(b.id).await.unwrap().owner, "bob");
+    let bobs = s.list_jobs(10, None, Some("bob")).await.unwrap();
+    assert_eq!(bobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b.id]);
+    assert!(s.list_jobs(10, None, Some("carol")).await.unwrap().is_empty());
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let stale = s.claim_stale(0.2, 100).await.unwrap();
@@ -177,7 +182,7 @@ async fn a_judge_name_keeps_its_weights_while_it_has_a_backlog() {
     assert_eq!(s.bind_judge("tiny", &old, None).await.unwrap().context_length, Some(2048), "heartbeats confirm");
 
     let spec = LabelSpec::new("tiny");
-    let job = s.create_job("j", &spec).await.unwrap();
+    let job = s.create_job("j", &spec, "anonymous").await.unwrap();
     s.insert_items(job.id, &new_items(&spec, 0..2)).await.unwrap();
     match s.bind_judge("tiny", &new, Some(2048)).await {
         Err(StoreError::Conflict(m)) => {
@@ -200,8 +205,8 @@ async fn a_judge_name_keeps_its_weights_while_it_has_a_backlog() {
 async fn idle_open_jobs_are_sealed_with_a_note() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let open = s.create_job("broken", &spec).await.unwrap();
-    let fresh = s.create_job("fresh", &spec).await.unwrap();
+    let open = s.create_job("broken", &spec, "anonymous").await.unwrap();
+    let fresh = s.create_job("fresh", &spec, "anonymous").await.unwrap();
     s.note_job(open.id, "submission broke off after 3 items").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     s.touch_submission(fresh.id).await.unwrap();
@@ -224,7 +229,7 @@ async fn per_message_statements_touch_only_the_message_rows_whatever_the_job_siz
     use verdict_store::items::per_message;
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let big = s.create_job("big", &spec).await.unwrap();
+    let big = s.create_job("big", &spec, "anonymous").await.unwrap();
     // A job of 30,000 queued items, as a large submission leaves it.
     for chunk in (0..30_000).collect::<Vec<usize>>().chunks(5_000) {
         let items: Vec<NewItem> = chunk.iter().map(|&i| new_item(&spec, Item::from_json_line(&format!(r#"{{"id":"b{i:06}","prompt":"p{i}","responses":["x","y"]}}"#)).unwrap())).collect();
@@ -273,7 +278,7 @@ fn voting_view(r: &VerdictRecord) -> Vec<(u32, bool, Option<Vec<u8>>, Option<f32
 async fn votes_on_the_verdict_row_give_voting_what_the_sample_rows_give() {
     let s = store().await;
     let spec = LabelSpec::new("tiny");
-    let job = s.create_job("v", &spec).await.unwrap();
+    let job = s.create_job("v", &spec, "anonymous").await.unwrap();
     s.insert_items(job.id, &new_items(&spec, 0..3)).await.unwrap();
     let mut r0 = record(&spec, &item(0), &[[8, 3], [7, 5]]);
     r0.samples[0].meta_score = Some(1.5);
@@ -307,9 +312,62 @@ async fn votes_on_the_verdict_row_give_voting_what_the_sample_rows_give() {
     assert_eq!(voting_view(&after[0]), voting_view(&rows_after[0]));
 
     // A deduplicated copy carries the votes too.
-    let b = s.create_job("b", &spec).await.unwrap();
+    let b = s.create_job("b", &spec, "anonymous").await.unwrap();
     let ids = ids_of(&s.insert_items(b.id, &new_items(&spec, 0..1)).await.unwrap(), &Inserted::New);
     s.dedup(b.id, &ids).await.unwrap();
     let copied: Option<Vec<i16>> = sqlx::query_scalar("SELECT votes FROM verdicts WHERE job_id = $1").bind(b.id).fetch_one(s.pool()).await.unwrap();
     assert_eq!(copied.map(|v| v.len()), Some(5 * 4), "five samples of [index, status, two scores]");
+}
+
+#[tokio::test]
+async fn progress_counters_equal_a_scan_of_the_items_through_every_change() {
+    let s = store().await;
+    let spec = LabelSpec::new("tiny");
+    let job = s.create_job("counted", &spec, "alice").await.unwrap();
+    let same = |label: &'static str| {
+        let s = s.clone();
+        async move {
+            let (counted, scanned) = (s.progress(job.id).await.unwrap(), s.progress_by_scan(job.id).await.unwrap());
+            assert_eq!(counted, scanned, "after {label}");
+            counted
+        }
+    };
+    assert_eq!(same("nothing").await.total, 0);
+    s.insert_items(job.id, &new_items(&spec, 0..40)).await.unwrap();
+    s.insert_items(job.id, &new_items(&spec, 30..45)).await.unwrap();
+    assert_eq!(same("inserts and a re-send").await.queued, 45);
+    // Reports from many connections at once: each writes its own shard of the counters.
+    let mut tasks = Vec::new();
+    for chunk in 0..8 {
+        let (s, spec) = (s.clone(), spec.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk * 4)..(chunk * 4 + 4) {
+                let out = if i % 4 == 3 {
+                    Outcome::Failure { job_id: job.id, item_id: format!("i{i:02}"), failure: Failure { kind: FailureKind::Dead, error: "delivered 6 times".into() } }
+                } else {
+                    Outcome::Verdict { job_id: job.id, record: Box::new(record(&spec, &item(i), &[[8, 3], [7, 5]])), worker: format!("w{chunk}") }
+                };
+                s.record(&[out.clone()]).await.unwrap();
+                s.record(&[out]).await.unwrap(); // redelivered: counted once
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let p = same("concurrent reports").await;
+    assert_eq!((p.done, p.dead, p.queued), (24, 8, 13));
+    assert!(s.requeue_dead(job.id, "i03").await.unwrap().is_some());
+    assert!(s.requeue_dead(job.id, "i03").await.unwrap().is_none(), "not dead any more");
+    assert!(s.requeue_dead(job.id, "i00").await.unwrap().is_none(), "an item with a verdict stays done");
+    assert_eq!(same("a requeue").await.dead, 7);
+    let b = s.create_job("second", &spec, "alice").await.unwrap();
+    s.insert_items(b.id, &new_items(&spec, 0..6)).await.unwrap();
+    let dedup = s.dedup(b.id, &(0..6).map(|i| format!("i{i:02}")).collect::<Vec<_>>()).await.unwrap();
+    assert!(!dedup.is_empty());
+    let pb = s.progress(b.id).await.unwrap();
+    assert_eq!(pb, s.progress_by_scan(b.id).await.unwrap(), "after dedup");
+    assert_eq!(pb.deduplicated, dedup.len() as u64);
+    s.cancel_job(job.id).await.unwrap();
+    assert_eq!(same("a cancel").await.queued, 0);
 }

@@ -136,6 +136,17 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Kill the server, as a crash would; `start_again` brings a new, empty one up.
+    pub fn kill(&mut self) {
+        stop(&mut self.child, libc::SIGKILL);
+    }
+
+    /// Start a new, empty server on the same port (after `kill`).
+    pub fn start_again(&mut self) {
+        let bin = ensure(|| which("redis-server"), &["redis-server"]);
+        *self = Self::start_on(&bin, self.port);
+    }
+
     /// Stop the server (as a crash would) and start a new, empty one on the same port.
     pub fn restart(&mut self) {
         stop(&mut self.child, libc::SIGKILL);
@@ -173,6 +184,14 @@ fn postgres_user() -> Option<(u32, u32)> {
     unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
+/// Run `cmd` as the `postgres` user when we are root (Postgres refuses to run as root).
+fn as_postgres_user(cmd: &mut Command) {
+    if let Some((uid, gid)) = postgres_user() {
+        cmd.uid(uid).gid(gid).env("HOME", "/tmp");
+    }
+    cmd.current_dir("/tmp");
+}
+
 /// A Postgres server of our own (trust auth, user `postgres`, fsync off).
 pub struct Postgres {
     child: Child,
@@ -185,37 +204,48 @@ impl Postgres {
         let bin = ensure(postgres_bin_dir, &["postgresql"]);
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        let user = postgres_user();
-        if let Some((uid, gid)) = user {
+        if let Some((uid, gid)) = postgres_user() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
         }
-        let run = |cmd: &mut Command| {
-            if let Some((uid, gid)) = user {
-                cmd.uid(uid).gid(gid).env("HOME", "/tmp");
-            }
-            cmd.current_dir("/tmp");
-        };
         let mut init = Command::new(bin.join("initdb"));
         init.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]).stdout(Stdio::null());
-        run(&mut init);
+        as_postgres_user(&mut init);
         let out = init.output().expect("spawning initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
+        let child = Self::launch(&bin, dir.path(), port);
+        Postgres { child, port, _dir: dir }
+    }
+
+    /// Run the server on `dir`'s data folder at `port`, once it accepts connections.
+    fn launch(bin: &Path, dir: &Path, port: u16) -> Child {
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .arg("-k")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        run(&mut cmd);
+        as_postgres_user(&mut cmd);
         let mut child = cmd.spawn().expect("spawning postgres");
         wait_for_port(port, &mut child, "postgres");
         // SIGINT is Postgres' fast shutdown.
-        watchdog(&child, "INT", dir.path());
-        Postgres { child, port, _dir: dir }
+        watchdog(&child, "INT", dir);
+        child
+    }
+
+    /// Shut the server down (fast shutdown: clients are disconnected); `start_again`
+    /// brings it back with its data.
+    pub fn stop(&mut self) {
+        stop(&mut self.child, libc::SIGINT);
+    }
+
+    /// Start the server again on the same port and data (after `stop`).
+    pub fn start_again(&mut self) {
+        let bin = postgres_bin_dir().expect("postgres binaries");
+        self.child = Self::launch(&bin, self._dir.path(), self.port);
     }
 
     /// URL of database `name` (create it with [`Postgres::create_database`]).
@@ -244,6 +274,20 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Postgres {
+    /// Run SQL in database `db` as the superuser, stopping at the first error.
+    pub fn sql(&self, db: &str, sql: &str) {
+        let out = self.psql(&self.url(db), sql);
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Run SQL through `psql` at a connection URL (as whichever role it names).
+    pub fn psql(&self, url: &str, sql: &str) -> std::process::Output {
+        let bin = postgres_bin_dir().expect("postgres binaries").join("psql");
+        Command::new(&bin).args(["-v", "ON_ERROR_STOP=1", "-q", "-d", url, "-c", sql]).output().expect("spawning psql")
     }
 }
 

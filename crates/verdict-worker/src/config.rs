@@ -35,6 +35,21 @@ pub struct WorkerConfig {
     /// The longest prompt to size the engine's cache for, when the operator knows it.
     pub prompt_tokens: Option<usize>,
     pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token sent to the coordinator (worker role), if it wants one.
+    pub token: Option<String>,
+    /// With no coordinator reached for this long, the worker stops renewing its leases and
+    /// hands them back, so another worker (of a healthy coordinator) takes them. `None`:
+    /// a third of the lease timeout.
+    pub orphan_after: Option<Duration>,
+    /// How long to keep trying Redis at start.
+    pub start_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// How long the worker keeps its leases without reaching a coordinator.
+    pub fn orphan_after(&self) -> Duration {
+        self.orphan_after.unwrap_or(self.queue.lease_timeout / 3)
+    }
 }
 
 impl WorkerConfig {
@@ -54,6 +69,9 @@ impl WorkerConfig {
             context_length: 0,
             prompt_tokens: None,
             metrics_listen: None,
+            token: None,
+            orphan_after: None,
+            start_timeout: Duration::from_secs(60),
         }
     }
 }

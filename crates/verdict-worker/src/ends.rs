@@ -195,10 +195,17 @@ impl Sink<Lease> for CoordinatorSink {
         let mut backoff = Backoff::new();
         loop {
             match self.coordinator.report(req.clone()).await {
-                Ok(_) => break,
-                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                    // Our weights are not the judge's (it was rebound): nothing we judge
-                    // will be accepted.
+                Ok(r) => {
+                    if !r.not_held.is_empty() {
+                        // Another worker took these over after a lease timeout; its results stand.
+                        tracing::warn!(entries = r.not_held.len(), "results refused: these entries are no longer ours");
+                        self.metrics.results_not_held.inc_by(r.not_held.len() as u64);
+                    }
+                    break;
+                }
+                Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                    // Our weights are not the judge's (it was rebound), or our token is not a
+                    // worker's: nothing we judge will be accepted.
                     self.held.refuse(e.message().to_string());
                     return Err(PipelineError::Sink(format!("results refused for these weights: {}", e.message())));
                 }

@@ -8,6 +8,8 @@ pub struct Metrics {
     pub items_leased: IntCounter,
     pub items_done: IntCounter,
     pub items_failed: IntCounter,
+    /// Results the coordinator refused: another worker had taken their entries over.
+    pub results_not_held: IntCounter,
     pub samples: IntCounter,
     pub generated_tokens: IntCounter,
     /// Time the coordinator took to store a report.
@@ -39,6 +41,7 @@ impl Metrics {
             items_leased: counter("items_leased_total", "Entries leased (new or reclaimed)"),
             items_done: counter("items_done_total", "Items judged and reported"),
             items_failed: counter("items_failed_total", "Items reported as rejected, dead or cancelled"),
+            results_not_held: counter("results_not_held_total", "Results refused because another worker had taken over their entries"),
             samples: counter("samples_total", "Samples generated"),
             generated_tokens: counter("generated_tokens_total", "Tokens generated"),
             tokens_per_second: gauge("tokens_per_second", "Generated tokens per second since the previous report"),

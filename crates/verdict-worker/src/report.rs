@@ -3,22 +3,25 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
+use verdict_proto::auth::{AuthedChannel, Bearer};
 use verdict_proto::v1::{self, worker_service_client::WorkerServiceClient};
 
 #[derive(Clone)]
 pub struct Coordinator {
-    client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<AuthedChannel>,
 }
 
 impl Coordinator {
     /// A lazily connecting client: it (re)connects on use, so a coordinator that is down at
     /// start or restarts later is simply retried.
-    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
+    pub fn new(url: &str, bearer: Bearer) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .connect_lazy();
+        let channel = InterceptedService::new(channel, bearer);
         Ok(Self { client: WorkerServiceClient::new(channel).max_encoding_message_size(64 << 20) })
     }
 
@@ -42,6 +45,11 @@ impl Backoff {
     pub async fn wait(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+
+    /// How long the next `wait` sleeps.
+    pub fn next_wait(&self) -> Duration {
+        self.0
     }
 
     pub fn reset(&mut self) {

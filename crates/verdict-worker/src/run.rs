@@ -29,6 +29,8 @@ pub enum WorkerError {
     Metrics(std::io::Error),
     #[error("{0}")]
     Unreachable(String),
+    #[error("token: {0}")]
+    Token(#[from] verdict_proto::auth::TokenError),
     /// The coordinator refused this worker's weights for its judge name.
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
@@ -73,7 +75,7 @@ async fn register(cfg: &WorkerConfig, coordinator: &Coordinator, stop: &watch::R
     loop {
         match coordinator.heartbeat(heartbeat_request(cfg, 0, Output::default())).await {
             Ok(_) => return Ok(true),
-            Err(e) if e.code() == tonic::Code::FailedPrecondition || e.code() == tonic::Code::InvalidArgument => {
+            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
                 return Err(WorkerError::Refused(e.message().to_string()))
             }
             Err(e) => {
@@ -87,12 +89,30 @@ async fn register(cfg: &WorkerConfig, coordinator: &Coordinator, stop: &watch::R
     }
 }
 
+/// Connect to Redis, retrying with backoff for the start timeout: it may be starting too.
+async fn connect_queue(cfg: &WorkerConfig) -> Result<Queue, WorkerError> {
+    let deadline = std::time::Instant::now() + cfg.start_timeout;
+    let mut backoff = Backoff::new();
+    loop {
+        match Queue::connect(&cfg.redis_url, cfg.queue.clone()).await {
+            Ok(q) => return Ok(q),
+            Err(e) => {
+                let message = format!("cannot reach Redis at {}: {e}", verdict_core::redact::url(&cfg.redis_url));
+                if std::time::Instant::now() + backoff.next_wait() > deadline {
+                    return Err(WorkerError::Unreachable(message));
+                }
+                tracing::warn!("{message}; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
 /// Run until `shutdown` resolves, then drain.
 pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<WorkerStats, WorkerError> {
-    let queue = Queue::connect(&cfg.redis_url, cfg.queue.clone())
-        .await
-        .map_err(|e| WorkerError::Unreachable(format!("cannot reach Redis at {}: {e}", verdict_core::redact::url(&cfg.redis_url))))?;
-    let coordinator = Coordinator::new(&cfg.coordinator).map_err(|e| WorkerError::Coordinator(cfg.coordinator.clone(), e))?;
+    let queue = connect_queue(&cfg).await?;
+    let bearer = verdict_proto::auth::Bearer::new(cfg.token.as_deref())?;
+    let coordinator = Coordinator::new(&cfg.coordinator, bearer).map_err(|e| WorkerError::Coordinator(cfg.coordinator.clone(), e))?;
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -153,6 +173,8 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
 async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinator, held: Arc<Held>, cancelled: Arc<Mutex<HashSet<String>>>, metrics: Metrics, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(cfg.heartbeat_every);
     let mut last = (std::time::Instant::now(), metrics.generated_tokens.get());
+    // When a coordinator last answered, and whether our leases were handed back since.
+    let (mut reached, mut orphaned) = (std::time::Instant::now(), false);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -163,18 +185,44 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         let output = Output { generated_tokens: tokens, tokens_per_second: if seconds > 0.0 { tokens.saturating_sub(last.1) as f64 / seconds } else { 0.0 } };
         last = (now, tokens);
         let ids = held.get();
-        // Keep our leases fresh through Redis directly, so a coordinator outage does not
-        // hand our work to another worker.
-        if let Err(e) = queue.touch(&cfg.judge, &cfg.worker_id, &ids).await {
-            tracing::warn!(error = %e, "refreshing leases failed");
-        }
-        match coordinator.heartbeat(heartbeat_request(&cfg, ids.len(), output)).await {
-            Ok(r) => *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect(),
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                tracing::error!(error = %e.message(), "the coordinator refused this worker's weights; stopping");
+        // Bounded, so a coordinator that hangs cannot hold up the renewal below.
+        let beat = tokio::time::timeout(cfg.heartbeat_every.max(std::time::Duration::from_secs(2)), coordinator.heartbeat(heartbeat_request(&cfg, ids.len(), output)))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat timed out")));
+        match beat {
+            Ok(r) => {
+                (reached, orphaned) = (std::time::Instant::now(), false);
+                *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect();
+            }
+            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                tracing::error!(error = %e.message(), "the coordinator refused this worker; stopping");
                 held.refuse(e.message().to_string());
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        if reached.elapsed() > cfg.orphan_after() {
+            // No coordinator for a while: our results could not be stored, so let a worker
+            // whose coordinator is healthy take our items. Those still unclaimed when we
+            // reach one again are still ours (the coordinator checks when we report).
+            if !orphaned {
+                tracing::warn!(entries = ids.len(), after_s = cfg.orphan_after().as_secs_f64(), "no coordinator reached; handing back our leases");
+                if let Err(e) = queue.release(&cfg.judge, &cfg.worker_id, &ids).await {
+                    tracing::warn!(error = %e, "handing back leases failed; they return after the lease timeout");
+                }
+                orphaned = true;
+            }
+        } else {
+            // Keep our leases fresh through Redis directly, so a short coordinator outage
+            // does not hand our work to another worker. Only entries still ours are renewed.
+            match queue.touch(&cfg.judge, &cfg.worker_id, &ids).await {
+                Ok(still) if still.len() < ids.len() => {
+                    // Reported a moment ago, or taken over by another worker after a stall
+                    // (whose results then stand; ours will be refused).
+                    tracing::debug!(gone = ids.len() - still.len(), "some entries are no longer ours");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "refreshing leases failed"),
+            }
         }
     }
 }

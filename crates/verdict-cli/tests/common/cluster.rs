@@ -48,15 +48,22 @@ impl Drop for Proc {
 /// One test's cluster: servers, coordinator address, and the env every command gets.
 pub struct Cluster {
     pub redis: Redis,
-    _pg: Postgres,
+    pub pg: Postgres,
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
     pub port: u16,
     pub coordinator: Option<Proc>,
+    /// Extra flags of `verdict coordinator` (e.g. --auth-tokens).
+    pub coordinator_args: Vec<String>,
 }
 
 impl Cluster {
     pub fn start(extra: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    /// A cluster whose coordinator gets `coordinator_args` too.
+    pub fn start_with(extra: &[(&str, &str)], coordinator_args: &[&str]) -> Self {
         let redis = Redis::start();
         let pg = Postgres::start();
         let db = pg.create_database("verdict");
@@ -69,7 +76,8 @@ impl Cluster {
             ("VERDICT_LOG".to_string(), "info".to_string()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut c = Cluster { redis, _pg: pg, dir: tempfile::tempdir().unwrap(), env, port, coordinator: None };
+        let coordinator_args = coordinator_args.iter().map(|a| a.to_string()).collect();
+        let mut c = Cluster { redis, pg, dir: tempfile::tempdir().unwrap(), env, port, coordinator: None, coordinator_args };
         c.start_coordinator();
         c
     }
@@ -94,7 +102,9 @@ impl Cluster {
 
     pub fn start_coordinator(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
-        let p = self.spawn("coordinator", &["coordinator", "--listen", &listen]);
+        let mut args = vec!["coordinator", "--listen", &listen];
+        args.extend(self.coordinator_args.iter().map(String::as_str));
+        let p = self.spawn("coordinator", &args);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "coordinator did not start: {}", p.log());

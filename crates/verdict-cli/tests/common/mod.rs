@@ -27,6 +27,7 @@ pub fn model() -> &'static Path {
         .1
 }
 
+#[allow(dead_code)]
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/preferences.jsonl")
 }

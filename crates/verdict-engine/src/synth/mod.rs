@@ -79,6 +79,13 @@ pub(crate) struct Family {
     pub template: &'static str,
 }
 
+/// The chat template a generated model folder of `arch` carries, with its BOS (if any)
+/// and EOS tokens.
+pub fn chat_template(arch: Arch) -> (&'static str, Option<&'static str>, &'static str) {
+    let f = family(arch);
+    (f.template, f.bos, f.eos)
+}
+
 pub(crate) fn family(arch: Arch) -> Family {
     match arch {
         Arch::Qwen2 | Arch::Qwen3 => Family {
