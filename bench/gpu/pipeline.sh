@@ -4,7 +4,7 @@
 # fed by a coordinator (Redis and Postgres started here from .carry/services.tar.xz, see
 # bench/gpu/services-bundle.sh). Qwen2.5-0.5B shape, k = 8, judgements of up to 512 tokens
 # with the lengths the random judge writes.
-# Usage: bash bench/gpu/pipeline.sh [ITEMS]     (default 512)
+# Usage: bash bench/gpu/pipeline.sh [ITEMS]     (default 512; WORKER=0 stops after label)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
@@ -29,6 +29,7 @@ echo "== engine alone (model bench --items)"
 "$BIN" model bench "$dir" --device cuda --k 8 --new-tokens 512 --items "$OUT/items.jsonl" --batches 4096 | tee "$OUT/pipeline-bench.jsonl"
 echo "== verdict label"
 /usr/bin/time -f "label wall: %e s" "$BIN" label "$OUT/items.jsonl" -o "$OUT/label.jsonl" --model "$dir" --device cuda --k 8 --max-new-tokens 512 2>&1 | grep -E "labeled|samples|wall"
+[ "${WORKER:-1}" = 0 ] && exit 0
 echo "== verdict worker fed by a coordinator"
 . bench/gpu/services.sh
 export VERDICT_REDIS_URL=$REDIS_URL VERDICT_COORDINATOR=http://127.0.0.1:50151
