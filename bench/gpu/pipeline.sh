@@ -4,7 +4,8 @@
 # fed by a coordinator (Redis and Postgres started here from .carry/services.tar.xz, see
 # bench/gpu/services-bundle.sh). Qwen2.5-0.5B shape, k = 8, judgements of up to 512 tokens
 # with the lengths the random judge writes.
-# Usage: bash bench/gpu/pipeline.sh [ITEMS]     (default 512; WORKER=0 stops after label)
+# Usage: bash bench/gpu/pipeline.sh [ITEMS]     (default 512; WORKER=0 stops after label,
+#        BENCH=0 skips the engine alone, LABEL=0 label)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
@@ -25,10 +26,14 @@ for i in range(int(sys.argv[1])):
     ans = lambda: " ".join(random.choice(words) for _ in range(random.randint(100, 600)))
     print(json.dumps({"id": f"p{i}", "prompt": f"Question {i}: " + ans()[:200] + "?", "chosen": ans(), "rejected": ans()}))
 PY
+if [ "${BENCH:-1}" != 0 ]; then
 echo "== engine alone (model bench --items)"
 "$BIN" model bench "$dir" --device cuda --k 8 --new-tokens 512 --items "$OUT/items.jsonl" --batches 4096 | tee "$OUT/pipeline-bench.jsonl"
+fi
+if [ "${LABEL:-1}" != 0 ]; then
 echo "== verdict label"
 /usr/bin/time -f "label wall: %e s" "$BIN" label "$OUT/items.jsonl" -o "$OUT/label.jsonl" --model "$dir" --device cuda --k 8 --max-new-tokens 512 2>&1 | grep -E "labeled|samples|wall"
+fi
 [ "${WORKER:-1}" = 0 ] && exit 0
 echo "== verdict worker fed by a coordinator"
 . bench/gpu/services.sh

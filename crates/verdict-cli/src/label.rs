@@ -204,7 +204,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let source = FileSource::new(todo, spec.clone());
     let mut sink = FileSink::new(output.writer()?, progress_bar(total), stopped, firsts);
     let pcfg = PipelineConfig {
-        k_hint: spec.k.max(1) as usize,
+        k_hint: spec.samples_in_flight() as usize,
         drain_timeout: Duration::from_secs(365 * 24 * 3600),
         prompt_tokens: Some(longest),
         ..PipelineConfig::default()

@@ -184,6 +184,16 @@ impl LabelSpec {
         Ok(())
     }
 
+    /// The most samples of one item in flight at once: k, or under adaptive k its largest
+    /// round (the next round is queued only once the last is done). Plans how many items an
+    /// engine holds: planning adaptive k's items at k_max left 7 of 8 rows idle.
+    pub fn samples_in_flight(&self) -> u32 {
+        match &self.adaptive {
+            Some(a) => a.k_min.max(a.round).clamp(1, self.k.max(1)),
+            None => self.k.max(1),
+        }
+    }
+
     /// Whether verdicts are aggregated with a meta reward model's help.
     pub fn uses_meta_rm(&self) -> bool {
         matches!(self.aggregation, Aggregation::MetaRm { .. })
@@ -201,6 +211,16 @@ impl LabelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_in_flight_are_a_round_under_adaptive_k() {
+        let fixed = LabelSpec { k: 32, ..LabelSpec::new("j") };
+        assert_eq!(fixed.samples_in_flight(), 32);
+        let adaptive = LabelSpec { adaptive: Some(Adaptive { k_min: 4, round: 2, stop: StopRule::Settled }), ..fixed.clone() };
+        assert_eq!(adaptive.samples_in_flight(), 4);
+        let wide = LabelSpec { adaptive: Some(Adaptive { k_min: 4, round: 64, stop: StopRule::Settled }), ..fixed };
+        assert_eq!(wide.samples_in_flight(), 32, "never more than k");
+    }
 
     #[test]
     fn validates_fields() {
