@@ -185,21 +185,6 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         let output = Output { generated_tokens: tokens, tokens_per_second: if seconds > 0.0 { tokens.saturating_sub(last.1) as f64 / seconds } else { 0.0 } };
         last = (now, tokens);
         let ids = held.get();
-        // Bounded, so a coordinator that hangs cannot hold up the renewal below.
-        let beat = tokio::time::timeout(cfg.heartbeat_every.max(std::time::Duration::from_secs(2)), coordinator.heartbeat(heartbeat_request(&cfg, ids.len(), output)))
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat timed out")));
-        match beat {
-            Ok(r) => {
-                (reached, orphaned) = (std::time::Instant::now(), false);
-                *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect();
-            }
-            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
-                tracing::error!(error = %e.message(), "the coordinator refused this worker; stopping");
-                held.refuse(e.message().to_string());
-            }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-        }
         if reached.elapsed() > cfg.orphan_after() {
             // No coordinator for a while: our results could not be stored, so let a worker
             // whose coordinator is healthy take our items. Those still unclaimed when we
@@ -223,6 +208,22 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "refreshing leases failed"),
             }
+        }
+        // A slow answer still counts (a loaded coordinator is not a dead one), up to the
+        // bound; renewals wait for it at most that long, well within the lease timeout.
+        let beat = tokio::time::timeout(cfg.orphan_after(), coordinator.heartbeat(heartbeat_request(&cfg, ids.len(), output)))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat timed out")));
+        match beat {
+            Ok(r) => {
+                (reached, orphaned) = (std::time::Instant::now(), false);
+                *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect();
+            }
+            Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                tracing::error!(error = %e.message(), "the coordinator refused this worker; stopping");
+                held.refuse(e.message().to_string());
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
     }
 }

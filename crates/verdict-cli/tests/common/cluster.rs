@@ -194,6 +194,21 @@ impl Cluster {
         }
     }
 
+    /// Items worker `id` holds, as its last heartbeat said (`None` if it is not listed).
+    pub fn in_flight(&self, id: &str) -> Option<u64> {
+        let s: Value = serde_json::from_str(&self.ok(&["status", "--json"])).unwrap();
+        s["workers"].as_array().unwrap().iter().find(|w| w["id"] == id).and_then(|w| w["in_flight"].as_u64())
+    }
+
+    /// Wait until worker `p` (named `id`) holds `n` items.
+    pub fn wait_in_flight(&self, p: &Proc, id: &str, n: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.in_flight(id) != Some(n) {
+            assert!(Instant::now() < deadline, "worker {id} never held {n} items: {}", p.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn query(&self, job: &str) -> Vec<Value> {
         self.ok(&["query", job, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
