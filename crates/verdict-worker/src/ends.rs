@@ -23,6 +23,8 @@ use crate::report::{Backoff, Coordinator};
 pub struct Held {
     ids: Mutex<HashSet<String>>,
     refused: Mutex<Option<String>>,
+    /// No coordinator answers: lease nothing new (its results could not be stored).
+    orphaned: std::sync::atomic::AtomicBool,
 }
 
 impl Held {
@@ -43,6 +45,12 @@ impl Held {
     }
     pub fn refused(&self) -> Option<String> {
         self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set_orphaned(&self, orphaned: bool) {
+        self.orphaned.store(orphaned, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn orphaned(&self) -> bool {
+        self.orphaned.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -106,6 +114,11 @@ impl Source for QueueSource {
     async fn next(&mut self, max: usize) -> Result<Option<Vec<Input<Lease>>>, PipelineError> {
         if *self.stop.borrow() || self.held.refused().is_some() {
             return Ok(None);
+        }
+        if self.held.orphaned() {
+            // Until a coordinator answers again, leave the work to workers that have one.
+            tokio::time::sleep(self.cfg.lease_block).await;
+            return Ok(Some(vec![]));
         }
         let (judge, me) = (self.cfg.judge.clone(), self.cfg.worker_id.clone());
         let leased = if self.last_reclaim.elapsed() >= self.cfg.reclaim_every {

@@ -187,14 +187,15 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         let ids = held.get();
         if reached.elapsed() > cfg.orphan_after() {
             // No coordinator for a while: our results could not be stored, so let a worker
-            // whose coordinator is healthy take our items. Those still unclaimed when we
-            // reach one again are still ours (the coordinator checks when we report).
+            // whose coordinator is healthy take our items, and lease nothing new. Those still
+            // unclaimed when we reach one again are still ours (checked when we report).
             if !orphaned {
                 tracing::warn!(entries = ids.len(), after_s = cfg.orphan_after().as_secs_f64(), "no coordinator reached; handing back our leases");
                 if let Err(e) = queue.release(&cfg.judge, &cfg.worker_id, &ids).await {
                     tracing::warn!(error = %e, "handing back leases failed; they return after the lease timeout");
                 }
                 orphaned = true;
+                held.set_orphaned(true);
             }
         } else {
             // Keep our leases fresh through Redis directly, so a short coordinator outage
@@ -217,6 +218,7 @@ async fn heartbeat_loop(cfg: WorkerConfig, queue: Queue, coordinator: Coordinato
         match beat {
             Ok(r) => {
                 (reached, orphaned) = (std::time::Instant::now(), false);
+                held.set_orphaned(false);
                 *cancelled.lock().unwrap_or_else(|e| e.into_inner()) = r.cancelled_jobs.into_iter().collect();
             }
             Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {

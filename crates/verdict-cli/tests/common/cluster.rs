@@ -200,10 +200,10 @@ impl Cluster {
         s["workers"].as_array().unwrap().iter().find(|w| w["id"] == id).and_then(|w| w["in_flight"].as_u64())
     }
 
-    /// Wait until worker `p` (named `id`) holds `n` items.
+    /// Wait until worker `p` (named `id`) holds at least `n` items.
     pub fn wait_in_flight(&self, p: &Proc, id: &str, n: u64, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.in_flight(id) != Some(n) {
+        while self.in_flight(id).unwrap_or(0) < n {
             assert!(Instant::now() < deadline, "worker {id} never held {n} items: {}", p.log());
             std::thread::sleep(Duration::from_millis(50));
         }
