@@ -1,4 +1,4 @@
-//! Chaos: 2,000 items judged while workers are killed at random (kill -9, more than 20
+//! Chaos: 1,500 items judged while workers are killed at random (kill -9, more than 20
 //! times), a coordinator is killed and restarted while a second one serves beside it,
 //! Redis restarts empty, Postgres is stopped for 30 s, and a worker is stopped with SIGTERM
 //! in the middle of its batch. At the end every item has exactly one verdict, no sample row
@@ -14,12 +14,12 @@ use common::cluster::{records_and_distinct_ids, write_items, Cluster, Proc};
 use common::{bin, model};
 use serde_json::Value;
 
-const ITEMS: usize = 2000;
+const ITEMS: usize = 1500;
 const KILLS: usize = 22;
-/// Judgement budget; with ITEMS the job outlasts the faults (checked below). At 64 tokens
-/// one item of 200 once came out with another second sample than embedded mode's: see the
-/// closing note of issue 12's first stop; until that is found, the comparison runs at 16.
-const NEW_TOKENS: &str = "16";
+/// Judgement budget; with ITEMS the job outlasts the faults (checked below). Long enough
+/// for the random judge to write NULs, which once made stored samples differ from a label
+/// file's (the store kept U+FFFD); every path now carries the same text.
+const NEW_TOKENS: &str = "64";
 
 /// A small deterministic generator: the same run of faults every time.
 struct Rng(u64);
@@ -50,7 +50,7 @@ fn say(t0: Instant, what: impl AsRef<str>) {
 }
 
 #[test]
-fn two_thousand_items_survive_kills_restarts_and_outages_exactly_once() {
+fn fifteen_hundred_items_survive_kills_restarts_and_outages_exactly_once() {
     let t0 = Instant::now();
     // Short leases, so killed workers' items come back within seconds (but not so short that
     // a heartbeat slowed by this 2-core machine's load counts as a lost coordinator, which

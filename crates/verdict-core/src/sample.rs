@@ -65,6 +65,10 @@ impl Sample {
         prompt_tokens: u32,
         completion_tokens: u32,
     ) -> Sample {
+        // A judge can generate NUL, which Postgres text cannot hold: the store would keep
+        // U+FFFD where a label file kept NUL, and the same sample would read differently by
+        // where it was stored. Every path carries this text instead.
+        let raw = if raw.contains('\0') { raw.replace('\0', "\u{FFFD}") } else { raw };
         let n = permutation.len();
         let parsed = parse_judgement(&raw, n);
         let (scores, status) = match parsed.scores {
@@ -115,5 +119,15 @@ mod tests {
         let bad = Sample::from_generation(1, vec![0, 1], "Scores: none".into(), FinishReason::Length, false, 10, 5);
         assert_eq!(bad.status, ParseStatus::Invalid(ParseFailure::NoScoreBlock));
         assert_eq!(bad.valid_scores(), None);
+    }
+
+    #[test]
+    fn nul_becomes_the_replacement_character_everywhere() {
+        // What Postgres stores is what a label file holds: found by the chaos test, where
+        // 11 of 200 items read differently from embedded mode's by their NULs alone.
+        let s = Sample::from_generation(0, vec![0, 1], "Analysis: ab\0\0c\nScores: \\boxed{7, 4}".into(), FinishReason::ScoreBlock, false, 10, 5);
+        assert!(!s.raw.contains('\0') && s.raw.contains("ab\u{FFFD}\u{FFFD}c"), "{:?}", s.raw);
+        assert!(!s.critique.contains('\0'));
+        assert_eq!(s.scores, Some(vec![7, 4]));
     }
 }
