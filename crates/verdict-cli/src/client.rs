@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
 use verdict_proto::auth::{load_token, AuthedChannel, Bearer};
 use verdict_proto::v1::job_service_client::JobServiceClient;
 use verdict_proto::v1::verdict_service_client::VerdictServiceClient;
@@ -19,6 +18,9 @@ pub struct CoordinatorAddr {
     /// A file holding this caller's token for the coordinator (else the VERDICT_TOKEN environment variable, if set).
     #[arg(long, env = "VERDICT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed an https:// coordinator's certificate (default: the public web roots).
+    #[arg(long, env = "VERDICT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl CoordinatorAddr {
@@ -38,8 +40,7 @@ const MAX: usize = 64 << 20;
 
 pub async fn connect(addr: &CoordinatorAddr) -> anyhow::Result<Client> {
     let url = if addr.coordinator.contains("://") { addr.coordinator.clone() } else { format!("http://{}", addr.coordinator) };
-    let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad coordinator address {url:?}"))?
+    let channel = verdict_proto::tls::endpoint(&url, addr.tls_ca.as_deref())?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {} (set --coordinator or VERDICT_COORDINATOR)", verdict_core::redact::url(&url)))?;

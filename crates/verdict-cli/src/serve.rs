@@ -55,6 +55,12 @@ pub struct CoordinatorArgs {
     /// Serve without tokens on addresses other machines can reach (a network you trust).
     #[arg(long, env = "VERDICT_INSECURE")]
     insecure: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM); clients then use https://.
+    #[arg(long, env = "VERDICT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "VERDICT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Prometheus /metrics listen address.
     #[arg(long, env = "VERDICT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -179,6 +185,10 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     cfg.insecure = args.insecure;
     cfg.start_timeout = Duration::from_secs(args.start_timeout);
     cfg.migrate = !args.no_migrate;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        cfg.tls = Some(verdict_coordinator::server::TlsIdentity { cert: read(cert)?, key: read(key)? });
+    }
     if let Some(path) = &args.auth_tokens {
         cfg.auth = verdict_coordinator::auth::Auth::from_file(path)?;
     }
@@ -244,6 +254,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.context_length = judge.config().max_position_embeddings as u32;
     cfg.prompt_tokens = args.prompt_tokens;
     cfg.token = args.addr.token()?;
+    cfg.tls_ca = args.addr.tls_ca.clone();
     cfg.start_timeout = Duration::from_secs(args.start_timeout);
     if let Some(s) = args.orphan_after {
         anyhow::ensure!(s.is_finite() && s > 0.0, "--orphan-after must be a positive number of seconds, not {s}");

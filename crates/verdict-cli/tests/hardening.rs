@@ -343,3 +343,37 @@ fn the_documented_least_privilege_users_are_enough() {
         assert!(!o.status.success() && (e.contains("must be owner") || e.contains("permission denied")), "{sql}: {e}");
     }
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl: (ca, cert, key).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=verdict test CA"]].concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext"]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[test]
+fn grpc_over_tls_with_a_certificate_the_test_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let mut c = Cluster::start_with(&[("VERDICT_TLS_CA", ca.to_str().unwrap())], &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    set(&mut c.env, "VERDICT_COORDINATOR", format!("https://127.0.0.1:{}", c.port));
+    // Workers and clients trusting the CA work end to end.
+    let _w = c.worker("w", "8");
+    let job = c.submit(&write_items(c.dir.path(), 4), &["--wait"]);
+    assert_eq!(c.query(&job).len(), 4);
+    // Without the CA the certificate is refused; in plaintext the server does not answer.
+    let o = c.cmd().env_remove("VERDICT_TLS_CA").args(["status"]).output().unwrap();
+    assert!(!o.status.success(), "a client that does not trust the CA connected");
+    let o = c.cmd().env("VERDICT_COORDINATOR", format!("http://127.0.0.1:{}", c.port)).env_remove("VERDICT_TLS_CA").args(["status"]).output().unwrap();
+    assert!(!o.status.success(), "a plaintext client was served");
+    // A CA for a plaintext address is a mistake, said as such.
+    let o = c.cmd().env("VERDICT_COORDINATOR", format!("http://127.0.0.1:{}", c.port)).args(["status"]).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("use https://"), "{}", stderr(&o));
+}

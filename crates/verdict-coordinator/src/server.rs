@@ -56,6 +56,22 @@ pub struct CoordinatorConfig {
     /// Apply the schema's migrations at start (needs the schema owner's rights); when off,
     /// the schema must be current already (`verdict migrate`).
     pub migrate: bool,
+    /// Serve gRPC over TLS with this certificate and key.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A server certificate chain and its private key, both PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    // The key is a secret: never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").field("cert_bytes", &self.cert.len()).finish_non_exhaustive()
+    }
 }
 
 impl CoordinatorConfig {
@@ -78,6 +94,7 @@ impl CoordinatorConfig {
             insecure: false,
             start_timeout: Duration::from_secs(60),
             migrate: true,
+            tls: None,
         }
     }
 }
@@ -277,7 +294,12 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
 
     // Every service but health answers only callers with a token (when tokens are on).
     reload_on_hangup(cfg.auth.clone());
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(id) = &cfg.tls {
+        let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&id.cert, &id.key));
+        builder = builder.tls_config(tls).map_err(|e| CoordinatorError::Precondition(format!("TLS certificate or key: {e}")))?;
+    }
+    let router = builder
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, Authenticate(cfg.auth.clone())))
         .add_service(InterceptedService::new(reflection_v1alpha, Authenticate(cfg.auth.clone())))

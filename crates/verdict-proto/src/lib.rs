@@ -4,6 +4,7 @@
 //! a [`FieldError`] naming it, never a panic.
 
 pub mod auth;
+pub mod tls;
 pub mod convert;
 pub mod metrics_http;
 

@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     pub orphan_after: Option<Duration>,
     /// How long to keep trying Redis at start.
     pub start_timeout: Duration,
+    /// The CA that signed an https:// coordinator's certificate.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -72,6 +74,7 @@ impl WorkerConfig {
             token: None,
             orphan_after: None,
             start_timeout: Duration::from_secs(60),
+            tls_ca: None,
         }
     }
 }

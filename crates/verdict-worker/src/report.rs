@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
 use verdict_proto::auth::{AuthedChannel, Bearer};
 use verdict_proto::v1::{self, worker_service_client::WorkerServiceClient};
 
@@ -16,8 +15,8 @@ pub struct Coordinator {
 impl Coordinator {
     /// A lazily connecting client: it (re)connects on use, so a coordinator that is down at
     /// start or restarts later is simply retried.
-    pub fn new(url: &str, bearer: Bearer) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_string())?
+    pub fn new(url: &str, bearer: Bearer, tls_ca: Option<&std::path::Path>) -> Result<Self, verdict_proto::tls::TlsError> {
+        let channel = verdict_proto::tls::endpoint(url, tls_ca)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .connect_lazy();

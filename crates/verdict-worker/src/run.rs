@@ -21,8 +21,8 @@ use crate::report::{Backoff, Coordinator};
 pub enum WorkerError {
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
-    #[error("coordinator address {0}: {1}")]
-    Coordinator(String, tonic::transport::Error),
+    #[error(transparent)]
+    Coordinator(#[from] verdict_proto::tls::TlsError),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
     #[error("metrics endpoint: {0}")]
@@ -112,7 +112,7 @@ async fn connect_queue(cfg: &WorkerConfig) -> Result<Queue, WorkerError> {
 pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<WorkerStats, WorkerError> {
     let queue = connect_queue(&cfg).await?;
     let bearer = verdict_proto::auth::Bearer::new(cfg.token.as_deref())?;
-    let coordinator = Coordinator::new(&cfg.coordinator, bearer).map_err(|e| WorkerError::Coordinator(cfg.coordinator.clone(), e))?;
+    let coordinator = Coordinator::new(&cfg.coordinator, bearer, cfg.tls_ca.as_deref())?;
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
