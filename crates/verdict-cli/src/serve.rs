@@ -31,6 +31,9 @@ pub struct QueueArgs {
     /// Deliveries after which an item goes to the dead letters.
     #[arg(long, env = "VERDICT_MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: u64,
+    /// The CA certificate (PEM) of a rediss:// Redis (default: the system's roots).
+    #[arg(long, env = "VERDICT_REDIS_TLS_CA")]
+    pub redis_tls_ca: Option<PathBuf>,
 }
 
 impl QueueArgs {
@@ -39,6 +42,7 @@ impl QueueArgs {
             prefix: self.queue_prefix.clone(),
             lease_timeout: Duration::from_secs(self.lease_timeout),
             max_deliveries: self.max_deliveries,
+            tls_ca: self.redis_tls_ca.clone(),
             ..QueueConfig::default()
         }
     }

@@ -359,18 +359,40 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[test]
-fn grpc_over_tls_with_a_certificate_the_test_made() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path());
-    let mut c = Cluster::start_with(&[("VERDICT_TLS_CA", ca.to_str().unwrap())], &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
-    set(&mut c.env, "VERDICT_COORDINATOR", format!("https://127.0.0.1:{}", c.port));
-    // Workers and clients trusting the CA work end to end.
+fn every_connection_over_tls_with_certificates_the_test_made() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path());
+    // Redis speaks TLS only; Postgres offers it and the URL demands a verified certificate.
+    let redis = verdict_testkit::Redis::start_tls(&cert, &key);
+    let pg = verdict_testkit::Postgres::start_tls(&cert, &key);
+    let db = format!("{}?sslmode=verify-full&sslrootcert={}", pg.create_database("verdict"), ca.display());
+    let port = verdict_testkit::free_port();
+    let ca_s = ca.to_str().unwrap().to_string();
+    let env = [
+        ("DATABASE_URL", db),
+        ("VERDICT_REDIS_URL", redis.url()),
+        ("VERDICT_REDIS_TLS_CA", ca_s.clone()),
+        ("VERDICT_QUEUE_PREFIX", verdict_testkit::unique("tls")),
+        ("VERDICT_COORDINATOR", format!("https://127.0.0.1:{port}")),
+        ("VERDICT_TLS_CA", ca_s),
+        ("VERDICT_LOG", "info".to_string()),
+    ];
+    assert!(redis.url().starts_with("rediss://"));
+    let args = vec!["--tls-cert".to_string(), cert.display().to_string(), "--tls-key".to_string(), key.display().to_string()];
+    let mut c = Cluster { redis, pg, dir: tempfile::tempdir().unwrap(), env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), port, coordinator: None, coordinator_args: args };
+    c.start_coordinator();
+    // Workers and clients trusting the CA work end to end, every hop encrypted.
     let _w = c.worker("w", "8");
     let job = c.submit(&write_items(c.dir.path(), 4), &["--wait"]);
     assert_eq!(c.query(&job).len(), 4);
+    let super_url = c.pg.url("verdict");
+    let o = c.pg.psql(&super_url, "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = 'verdict' AND a.pid <> pg_backend_pid()");
+    let counts = String::from_utf8_lossy(&o.stdout).lines().map(str::trim).find(|l| l.contains('/')).unwrap_or_default().to_string();
+    let (tls, all) = counts.split_once('/').unwrap_or(("", ""));
+    assert!(!all.is_empty() && tls == all && all != "0", "the coordinator's Postgres connections over TLS / all: {counts}");
     // Without the CA the certificate is refused; in plaintext the server does not answer.
     let o = c.cmd().env_remove("VERDICT_TLS_CA").args(["status"]).output().unwrap();
-    assert!(!o.status.success(), "a client that does not trust the CA connected");
+    assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
     let o = c.cmd().env("VERDICT_COORDINATOR", format!("http://127.0.0.1:{}", c.port)).env_remove("VERDICT_TLS_CA").args(["status"]).output().unwrap();
     assert!(!o.status.success(), "a plaintext client was served");
     // A CA for a plaintext address is a mistake, said as such.

@@ -55,6 +55,8 @@ pub struct QueueConfig {
     pub lease_timeout: Duration,
     /// Deliveries after which an entry goes to the dead letters.
     pub max_deliveries: u64,
+    /// The CA (PEM) that signed a `rediss://` server's certificate (default: the system's roots).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for QueueConfig {
@@ -64,6 +66,7 @@ impl Default for QueueConfig {
             group: "workers".into(),
             lease_timeout: Duration::from_secs(300),
             max_deliveries: 5,
+            tls_ca: None,
         }
     }
 }
@@ -128,8 +131,22 @@ pub enum Holding {
 
 const FIELD: &str = "item";
 
-async fn manager(url: &str, timeout: Duration) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+/// A client for `url`; a `rediss://` one trusts `ca` if given (a private CA), else the
+/// system's roots.
+fn client(url: &str, ca: Option<&std::path::Path>) -> Result<redis::Client> {
+    match ca {
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "cannot read the Redis CA certificate", format!("{}: {e}", path.display())))
+            })?;
+            Ok(redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })?)
+        }
+        None => Ok(redis::Client::open(url)?),
+    }
+}
+
+async fn manager(url: &str, timeout: Duration, ca: Option<&std::path::Path>) -> Result<ConnectionManager> {
+    let client = client(url, ca)?;
     let cfg = ConnectionManagerConfig::new()
         .set_response_timeout(Some(timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -159,7 +176,7 @@ impl Queue {
     /// Connect (the connection reconnects by itself after a Redis restart).
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self> {
         Ok(Self {
-            conn: manager(url, Duration::from_secs(10)).await?,
+            conn: manager(url, Duration::from_secs(10), cfg.tls_ca.as_deref()).await?,
             cfg,
             ack: Script::new(include_str!("lua/ack.lua")),
             dead: Script::new(include_str!("lua/dead.lua")),
@@ -277,7 +294,12 @@ impl Queue {
 
     /// A connection for [`Queue::lease`], with a response timeout longer than `block`.
     pub async fn lease_connection(url: &str, block: Duration) -> Result<LeaseConnection> {
-        Ok(LeaseConnection(manager(url, block + Duration::from_secs(10)).await?))
+        Self::lease_connection_with(url, block, None).await
+    }
+
+    /// [`Queue::lease_connection`] to a `rediss://` server signed by `ca`.
+    pub async fn lease_connection_with(url: &str, block: Duration, ca: Option<&std::path::Path>) -> Result<LeaseConnection> {
+        Ok(LeaseConnection(manager(url, block + Duration::from_secs(10), ca).await?))
     }
 
     /// Take over up to `count` entries idle longer than the lease timeout (their worker died

@@ -109,18 +109,37 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// Serving TLS only (`rediss://`), with this certificate and key.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     pub fn start() -> Self {
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        Self::start_on(&bin, free_port())
+        Self::start_on(&bin, free_port(), None)
     }
 
-    fn start_on(bin: &Path, port: u16) -> Self {
+    /// A Redis that speaks TLS only, with this certificate and key (PEM): `url()` is then
+    /// `rediss://`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        let bin = ensure(|| which("redis-server"), &["redis-server"]);
+        Self::start_on(&bin, free_port(), Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_on(bin: &Path, port: u16, tls: Option<(PathBuf, PathBuf)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new(bin);
+        match &tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let mut child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -129,11 +148,12 @@ impl Redis {
             .expect("spawning redis-server");
         wait_for_port(port, &mut child, "redis-server");
         watchdog(&child, "TERM", dir.path());
-        Redis { child, port, _dir: dir }
+        Redis { child, port, _dir: dir, tls }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kill the server, as a crash would; `start_again` brings a new, empty one up.
@@ -144,14 +164,14 @@ impl Redis {
     /// Start a new, empty server on the same port (after `kill`).
     pub fn start_again(&mut self) {
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        *self = Self::start_on(&bin, self.port);
+        *self = Self::start_on(&bin, self.port, self.tls.clone());
     }
 
     /// Stop the server (as a crash would) and start a new, empty one on the same port.
     pub fn restart(&mut self) {
         stop(&mut self.child, libc::SIGKILL);
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        *self = Self::start_on(&bin, self.port);
+        *self = Self::start_on(&bin, self.port, self.tls.clone());
     }
 }
 
@@ -201,6 +221,16 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// A Postgres that also offers TLS with this certificate and key (PEM); connect with
+    /// `?sslmode=verify-full&sslrootcert=CA`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with_tls(Some((cert, key)))
+    }
+
+    fn start_with_tls(tls: Option<(&Path, &Path)>) -> Self {
         let bin = ensure(postgres_bin_dir, &["postgresql"]);
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -212,6 +242,22 @@ impl Postgres {
         as_postgres_user(&mut init);
         let out = init.output().expect("spawning initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        if let Some((cert, key)) = tls {
+            // In the data folder, where `ssl = on` finds them, owned by the server's user and
+            // private (Postgres refuses a key others may read).
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).expect("copying the TLS files");
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+                if let Some((uid, gid)) = postgres_user() {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            text.push_str("\nssl = on\n");
+            std::fs::write(&conf, text).expect("postgresql.conf");
+        }
         let port = free_port();
         let child = Self::launch(&bin, dir.path(), port);
         Postgres { child, port, _dir: dir }

@@ -139,7 +139,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
     let heartbeat = tokio::spawn(heartbeat_loop(cfg.clone(), queue.clone(), coordinator.clone(), held.clone(), cancelled.clone(), metrics.clone(), beat_rx));
 
     let conn = loop {
-        match Queue::lease_connection(&cfg.redis_url, cfg.lease_block).await {
+        match Queue::lease_connection_with(&cfg.redis_url, cfg.lease_block, cfg.queue.tls_ca.as_deref()).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach Redis; retrying");
