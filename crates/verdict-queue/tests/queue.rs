@@ -191,13 +191,13 @@ async fn renewal_and_results_belong_to_the_holder_only() {
     assert_eq!(q.held("tiny", "fresh", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::Held]);
     assert_eq!(q.touch("tiny", "fresh", &[e0.clone(), e1.clone()]).await.unwrap().len(), 2);
     // Released entries are reclaimable at once; released by someone else, nothing happens.
-    q.release("tiny", "stale", &[e0.clone()]).await.unwrap();
+    q.release("tiny", "stale", std::slice::from_ref(&e0)).await.unwrap();
     assert!(q.reclaim("tiny", "third", 10).await.unwrap().is_empty(), "a stranger's release frees nothing");
-    q.release("tiny", "fresh", &[e0.clone()]).await.unwrap();
+    q.release("tiny", "fresh", std::slice::from_ref(&e0)).await.unwrap();
     let third = q.reclaim("tiny", "third", 10).await.unwrap();
     assert_eq!(third.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![e0.clone()]);
     // Acknowledged: held by nobody.
-    q.ack("tiny", &[e0.clone()]).await.unwrap();
+    q.ack("tiny", std::slice::from_ref(&e0)).await.unwrap();
     assert_eq!(q.held("tiny", "third", &[(&e0, "job-1", "i0")]).await.unwrap(), vec![Holding::NotHeld]);
 }
 

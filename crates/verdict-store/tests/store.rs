@@ -347,7 +347,7 @@ async fn progress_counters_equal_a_scan_of_the_items_through_every_change() {
                 } else {
                     Outcome::Verdict { job_id: job.id, record: Box::new(record(&spec, &item(i), &[[8, 3], [7, 5]])), worker: format!("w{chunk}") }
                 };
-                s.record(&[out.clone()]).await.unwrap();
+                s.record(std::slice::from_ref(&out)).await.unwrap();
                 s.record(&[out]).await.unwrap(); // redelivered: counted once
             }
         }));
