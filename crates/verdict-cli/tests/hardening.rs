@@ -347,7 +347,7 @@ fn the_documented_least_privilege_users_are_enough() {
 /// A CA and a certificate for 127.0.0.1 it signed, made with openssl: (ca, cert, key).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        let o = std::process::Command::new(verdict_testkit::openssl()).args(args).current_dir(dir).output().expect("running openssl");
         assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];

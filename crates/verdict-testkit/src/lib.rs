@@ -351,6 +351,12 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The openssl command (installed with apt-get when missing, as Redis and Postgres are), for
+/// the certificates of the TLS tests.
+pub fn openssl() -> PathBuf {
+    ensure(|| which("openssl"), &["openssl"])
+}
+
 /// Debian's headless-capable Chromium, installed with apt-get when missing (as Redis and
 /// Postgres are), for the tests of the HTML report and the dashboard.
 pub fn chromium() -> PathBuf {
