@@ -49,8 +49,13 @@ impl Shared {
         Ok(owners.get(job).cloned().flatten().is_some_and(|o| who.owns(&o)))
     }
 
-    /// Dead letters `who` may see, oldest first per judge, of `job` if given.
+    /// Dead letters `who` may see, oldest first per judge, of `job` if given, as the wire has them.
     pub async fn list_dead_letters(&self, who: &Identity, judge: &str, job: Option<Uuid>, limit: usize) -> Result<Vec<v1::DeadLetter>, Status> {
+        Ok(self.visible_dead_letters(who, judge, job, limit).await?.into_iter().map(|(judge, d)| to_wire(&judge, d)).collect())
+    }
+
+    /// Dead letters `who` may see, with their judges, oldest first per judge.
+    async fn visible_dead_letters(&self, who: &Identity, judge: &str, job: Option<Uuid>, limit: usize) -> Result<Vec<(String, DeadLetter)>, Status> {
         who.require(&[Role::Client], "read dead letters")?;
         let limit = if limit == 0 { 100 } else { limit.min(MOST) };
         let job = job.map(|j| j.to_string());
@@ -67,7 +72,7 @@ impl Shared {
                     if job.as_ref().is_some_and(|j| *j != d.job) || !self.may_see(who, &d.job, &mut owners).await? {
                         continue;
                     }
-                    out.push(to_wire(&judge, d));
+                    out.push((judge.clone(), d));
                     if out.len() == limit {
                         break 'pages;
                     }
@@ -90,9 +95,7 @@ impl Shared {
         }
         let job = (!req.job_id.is_empty()).then(|| job_id(&req.job_id)).transpose()?;
         let letters: Vec<DeadLetter> = if req.all {
-            let wire = self.list_dead_letters(who, &req.judge, job, MOST).await?;
-            let ids: Vec<String> = wire.into_iter().map(|d| d.id).collect();
-            self.queue.dead_letters_by_id(&req.judge, &ids).await.map_err(CoordinatorError::from)?.into_iter().flatten().collect()
+            self.visible_dead_letters(who, &req.judge, job, MOST).await?.into_iter().map(|(_, d)| d).collect()
         } else {
             if req.ids.is_empty() {
                 return Err(CoordinatorError::Invalid("name dead letters in `ids`, or set `all`".into()).into());

@@ -432,17 +432,24 @@ impl Queue {
 
     /// The dead letters with these ids (`None` for one that does not exist).
     pub async fn dead_letters_by_id(&self, judge: &str, ids: &[String]) -> Result<Vec<Option<DeadLetter>>> {
+        let k = self.keys(judge)?;
+        let found = self.entries_by_id(&k.dead, ids).await?;
+        Ok(found.into_iter().map(|e| e.map(DeadLetter::from_fields)).collect())
+    }
+
+    /// The entries of `stream` with these ids, in one round trip (`None` where one is gone).
+    async fn entries_by_id(&self, stream: &str, ids: &[String]) -> Result<Vec<Option<StreamEntry>>> {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        let k = self.keys(judge)?;
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("XRANGE").arg(&k.dead).arg(id).arg(id);
+            pipe.cmd("XRANGE").arg(stream).arg(id).arg(id);
         }
         let mut c = self.conn.clone();
+        // One XRANGE reply per id: its entries (none or one), each (id, field/value pairs).
         let found: Vec<Vec<StreamEntry>> = pipe.query_async(&mut c).await?;
-        Ok(found.into_iter().map(|v| v.into_iter().next().map(DeadLetter::from_fields)).collect())
+        Ok(found.into_iter().map(|v| v.into_iter().next()).collect())
     }
 
     /// Put a dead item back on the queue as a new entry (its deliveries start again) and
@@ -463,18 +470,8 @@ impl Queue {
     /// Whether entries still exist in the stream (waiting or leased): an entry absent from
     /// the stream was acknowledged, dead-lettered, or lost with a Redis restart.
     pub async fn exists(&self, judge: &str, ids: &[String]) -> Result<Vec<bool>> {
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
         let k = self.keys(judge)?;
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("XRANGE").arg(&k.items).arg(id).arg(id);
-        }
-        let mut c = self.conn.clone();
-        // One XRANGE reply per id: its entries, each (id, field/value pairs).
-        let found: Vec<Vec<StreamEntry>> = pipe.query_async(&mut c).await?;
-        Ok(found.into_iter().map(|v| !v.is_empty()).collect())
+        Ok(self.entries_by_id(&k.items, ids).await?.iter().map(Option::is_some).collect())
     }
 
     pub async fn cancel(&self, judge: &str, job_id: &str) -> Result<()> {
