@@ -10,6 +10,7 @@ pub struct Keys {
     pub cancelled: String,
     /// Sorted set of the judge's workers by the time of their last heartbeat.
     pub workers: String,
+    worker_prefix: String,
 }
 
 /// Judge names become part of key names: keep them to a safe alphabet.
@@ -29,7 +30,13 @@ impl Keys {
             dead: format!("{prefix}:{{{judge}}}:dead"),
             cancelled: format!("{prefix}:{{{judge}}}:cancelled"),
             workers: format!("{prefix}:{{{judge}}}:workers"),
+            worker_prefix: format!("{prefix}:{{{judge}}}:worker:"),
         })
+    }
+
+    /// A worker's heartbeat record (expires with its TTL).
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}{id}", self.worker_prefix)
     }
 }
 

@@ -111,22 +111,24 @@ pub struct Redis {
     _dir: tempfile::TempDir,
     /// Serving TLS only (`rediss://`), with this certificate and key.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More `redis-server` arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        Self::start_on(&bin, free_port(), None)
+        Self::start_on(&bin, free_port(), None, &[])
     }
 
     /// A Redis that speaks TLS only, with this certificate and key (PEM): `url()` is then
     /// `rediss://`.
     pub fn start_tls(cert: &Path, key: &Path) -> Self {
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        Self::start_on(&bin, free_port(), Some((cert.to_path_buf(), key.to_path_buf())))
+        Self::start_on(&bin, free_port(), Some((cert.to_path_buf(), key.to_path_buf())), &[])
     }
 
-    fn start_on(bin: &Path, port: u16, tls: Option<(PathBuf, PathBuf)>) -> Self {
+    fn start_on(bin: &Path, port: u16, tls: Option<(PathBuf, PathBuf)>, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(bin);
         match &tls {
@@ -140,6 +142,7 @@ impl Redis {
         };
         let mut child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -148,7 +151,7 @@ impl Redis {
             .expect("spawning redis-server");
         wait_for_port(port, &mut child, "redis-server");
         watchdog(&child, "TERM", dir.path());
-        Redis { child, port, _dir: dir, tls }
+        Redis { child, port, _dir: dir, tls, extra: extra.to_vec() }
     }
 
     pub fn url(&self) -> String {
@@ -164,20 +167,80 @@ impl Redis {
     /// Start a new, empty server on the same port (after `kill`).
     pub fn start_again(&mut self) {
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        *self = Self::start_on(&bin, self.port, self.tls.clone());
+        *self = Self::start_on(&bin, self.port, self.tls.clone(), &self.extra.clone());
     }
 
     /// Stop the server (as a crash would) and start a new, empty one on the same port.
     pub fn restart(&mut self) {
         stop(&mut self.child, libc::SIGKILL);
         let bin = ensure(|| which("redis-server"), &["redis-server"]);
-        *self = Self::start_on(&bin, self.port, self.tls.clone());
+        *self = Self::start_on(&bin, self.port, self.tls.clone(), &self.extra.clone());
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
         stop(&mut self.child, libc::SIGTERM);
+    }
+}
+
+/// A Redis Cluster of our own: `masters` nodes started with `--cluster-enabled yes` (each
+/// with its own folder, port and bus port), no replicas, joined with `redis-cli --cluster
+/// create`; ready when every node reports `cluster_state:ok`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Self {
+        let bin = ensure(|| which("redis-server"), &["redis-server"]);
+        let cli = ensure(|| which("redis-cli"), &["redis-tools"]);
+        let nodes: Vec<Redis> = (0..masters)
+            .map(|_| {
+                let extra: Vec<String> = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000", "--cluster-port"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain([free_port().to_string()])
+                    .collect();
+                Redis::start_on(&bin, free_port(), None, &extra)
+            })
+            .collect();
+        let out = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("running redis-cli --cluster create");
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &nodes {
+            loop {
+                let info = Command::new(&cli).args(["-p", &n.port.to_string(), "cluster", "info"]).output().expect("redis-cli cluster info");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// Every node, comma-separated: how `--redis-url` names a cluster.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}/", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// How many keys each node holds (DBSIZE), in node order: where a cluster put the work.
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        let cli = ensure(|| which("redis-cli"), &["redis-tools"]);
+        self.nodes
+            .iter()
+            .map(|n| {
+                let out = Command::new(&cli).args(["-p", &n.port.to_string(), "dbsize"]).output().expect("redis-cli dbsize");
+                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+            })
+            .collect()
     }
 }
 
