@@ -96,8 +96,10 @@ pub mod per_message {
          FROM pick p WHERE items.job_id = $1 AND items.item_id = p.item_id
          RETURNING items.item_id";
 
-    /// Remember each item's queue entry (`$3`: entry ids, in the order of `$2`).
-    pub const SET_ENTRY_IDS: &str = "UPDATE items SET entry_id = ($3::text[])[array_position($2::text[], item_id)], updated_at = now()
+    /// Remember each item's queue entry (`$3`: entry ids, in the order of `$2`). Only the
+    /// unindexed `entry_id` changes, so the update is HOT (no index entries; migration 0007
+    /// leaves room on the page): the item was inserted, and `updated_at` set, a moment ago.
+    pub const SET_ENTRY_IDS: &str = "UPDATE items SET entry_id = ($3::text[])[array_position($2::text[], item_id)]
          WHERE job_id = $1 AND item_id = ANY($2)";
 }
 

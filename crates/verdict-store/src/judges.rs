@@ -43,6 +43,13 @@ impl Store {
         rows.iter().map(judge_from_row).collect()
     }
 
+    /// Every judge name that is bound or that a job not cancelled names: those whose queue
+    /// may hold work (a judge with items and no worker yet is the one to scale up).
+    pub async fn judge_names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM judges UNION SELECT DISTINCT judge FROM jobs WHERE NOT cancelled ORDER BY 1").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+    }
+
     /// Items of `name`'s live jobs that wait for a verdict (queued or leased).
     pub async fn judge_backlog(&self, name: &str) -> Result<u64> {
         backlog(&self.pool, name).await
@@ -96,10 +103,12 @@ impl Store {
     }
 }
 
+/// From the jobs' counters (migration 0006), so it costs a row per job and counter shard,
+/// never a row per queued item: a refused worker asks again at every retry.
 async fn backlog<'e>(db: impl sqlx::PgExecutor<'e>, name: &str) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT count(*) AS n FROM jobs j JOIN items i ON i.job_id = j.id
-         WHERE j.judge = $1 AND NOT j.cancelled AND i.state = 'queued'",
+        "SELECT coalesce(sum(c.n), 0)::bigint AS n FROM jobs j JOIN job_counts c ON c.job_id = j.id
+         WHERE j.judge = $1 AND NOT j.cancelled AND c.state = 'queued'",
     )
     .bind(name)
     .fetch_one(db)

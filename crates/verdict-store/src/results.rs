@@ -6,6 +6,21 @@ use verdict_core::{FinishReason, ParseStatus, VerdictRecord};
 
 use crate::{array_literal, corrupt, Result, Store};
 
+/// The statements of a report that touch items, by primary key only: a report's cost
+/// never grows with its job (`tests/store.rs` checks their plans in a large job).
+pub mod per_report {
+    /// Items with a verdict are done (`$1` jobs, `$2` item ids); cancelled ones stay so.
+    pub const MARK_DONE: &str = "UPDATE items SET state = 'done', error = NULL, entry_id = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(job_id, item_id)
+         WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state <> 'cancelled'";
+    /// Items that produced no verdict (`$3` state, `$4` error); a failure never overwrites
+    /// a verdict: an item done by one delivery stays done if a stale delivery of it is later
+    /// declared dead.
+    pub const MARK_FAILED: &str = "UPDATE items SET state = u.state, error = u.error, entry_id = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(job_id, item_id, state, error)
+         WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state = 'queued'";
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The item cannot be judged (e.g. too long); retrying will not help.
@@ -210,11 +225,7 @@ impl Store {
             .bind(&v.vote_meta)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE items SET state = 'done', error = NULL, entry_id = NULL, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::text[]) AS u(job_id, item_id)
-                 WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state <> 'cancelled'",
-            )
+            sqlx::query(per_report::MARK_DONE)
             .bind(&v.job)
             .bind(&v.item)
             .execute(&mut *tx)
@@ -250,13 +261,7 @@ impl Store {
             .await?;
         }
         if !f_job.is_empty() {
-            // A failure never overwrites a verdict: an item done by one delivery stays done
-            // if a stale delivery of it is later declared dead.
-            sqlx::query(
-                "UPDATE items SET state = u.state, error = u.error, entry_id = NULL, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(job_id, item_id, state, error)
-                 WHERE items.job_id = u.job_id AND items.item_id = u.item_id AND items.state = 'queued'",
-            )
+            sqlx::query(per_report::MARK_FAILED)
             .bind(&f_job)
             .bind(&f_item)
             .bind(&f_state)

@@ -225,7 +225,7 @@ fn rows_touched(plan: &serde_json::Value) -> f64 {
 }
 
 #[tokio::test]
-async fn per_message_statements_touch_only_the_message_rows_whatever_the_job_size() {
+async fn per_message_and_per_report_statements_touch_only_their_rows_whatever_the_job_size() {
     use verdict_store::items::per_message;
     let s = store().await;
     let spec = LabelSpec::new("tiny");
@@ -266,6 +266,23 @@ async fn per_message_statements_touch_only_the_message_rows_whatever_the_job_siz
         tx.rollback().await.unwrap();
         let touched = rows_touched(&plan[0]["Plan"]);
         assert!(touched <= 100.0, "{name} (analyzed: {analyzed}) touched {touched} rows for a message of 4 items in a job of 30,000: {plan:#}");
+    }
+    // A report's statements on items, the same way: 4 results in the job of 30,000.
+    use verdict_store::results::per_report;
+    let jobs = vec![big.id; ids.len()];
+    for (analyzed, (name, sql)) in [false, true].into_iter().flat_map(|a| [("mark done", per_report::MARK_DONE), ("mark failed", per_report::MARK_FAILED)].map(|x| (a, x))) {
+        if analyzed {
+            sqlx::query("ANALYZE items").execute(s.pool()).await.unwrap();
+        }
+        let mut tx = s.pool().begin().await.unwrap();
+        let text = format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}");
+        let q = sqlx::query_scalar::<_, serde_json::Value>(&text).bind(&jobs).bind(&ids);
+        let states = vec!["rejected".to_string(); ids.len()];
+        let q = if name == "mark failed" { q.bind(&states).bind(&states) } else { q };
+        let plan = q.fetch_one(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let touched = rows_touched(&plan[0]["Plan"]);
+        assert!(touched <= 100.0, "{name} (analyzed: {analyzed}) touched {touched} rows for a report of 4 items in a job of 30,000: {plan:#}");
     }
 }
 
