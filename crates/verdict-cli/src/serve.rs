@@ -115,8 +115,14 @@ pub struct MigrateArgs {
 #[derive(Args)]
 pub struct WorkerArgs {
     /// Judge model folder (Hugging Face layout).
-    #[arg(long, env = "VERDICT_MODEL")]
-    model: PathBuf,
+    #[arg(long, env = "VERDICT_MODEL", required_unless_present = "synthetic")]
+    model: Option<PathBuf>,
+    /// Load no model: write each item's k samples at once, with judgements of this many bytes and random scores, to measure the coordinator, Redis and Postgres (bench/control-plane). Its verdicts mean nothing.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["model", "meta_rm"])]
+    synthetic: Option<usize>,
+    /// With --synthetic: judge at most this many items a second (0: no limit), as a GPU's pace would.
+    #[arg(long, value_name = "ITEMS", default_value_t = 0.0, requires = "synthetic")]
+    synthetic_rate: f64,
     /// The judge name this worker serves (jobs name it in their spec); default: the folder's name.
     #[arg(long, env = "VERDICT_JUDGE")]
     judge: Option<String>,
@@ -226,22 +232,38 @@ fn default_worker_id() -> String {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let judge_name = match &args.judge {
-        Some(j) => j.clone(),
-        None => args
-            .model
+    let judge_name = match (&args.judge, &args.model) {
+        (Some(j), _) => j.clone(),
+        (None, Some(model)) => model
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .context("cannot name the judge after the model folder; pass --judge")?,
+        (None, None) => "synthetic".into(),
     };
     anyhow::ensure!(verdict_queue::valid_judge_name(&judge_name), "--judge {judge_name:?}: use letters, digits and . _ - @ / : (at most 128)");
-    let (dev, dtype) = device::pick(&args.device)?;
-    let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: digest_cache(), cuda_graphs: true };
-    let (model, meta) = (args.model.clone(), args.meta_rm.clone());
-    let judge = tokio::task::spawn_blocking(move || Judge::load(&model, meta.as_deref(), options))
-        .await?
-        .with_context(|| format!("loading the judge from {}", args.model.display()))?;
+    let (engine, fingerprints, context_length): (verdict_worker::Engine, _, _) = match (&args.model, args.synthetic) {
+        (_, Some(bytes)) => {
+            anyhow::ensure!(args.synthetic_rate.is_finite() && args.synthetic_rate >= 0.0, "--synthetic-rate must be a number of items a second, not {}", args.synthetic_rate);
+            // No device to size a batch from: hold what an H200's batch of a small judge would
+            // (512 rows), as items of k_hint samples.
+            let rows = if args.batch == usize::MAX { 512 } else { args.batch };
+            let judge = verdict_worker::SyntheticJudge::new(bytes, args.synthetic_rate, rows / args.k_hint.max(1));
+            let fingerprints = judge.fingerprints.clone();
+            (judge.into(), fingerprints, 32_768)
+        }
+        (Some(model), None) => {
+            let (dev, dtype) = device::pick(&args.device)?;
+            let options = EngineOptions { max_batch: args.batch, device: dev, dtype, digest_cache: digest_cache(), cuda_graphs: true };
+            let (path, meta) = (model.clone(), args.meta_rm.clone());
+            let judge = tokio::task::spawn_blocking(move || Judge::load(&path, meta.as_deref(), options))
+                .await?
+                .with_context(|| format!("loading the judge from {}", model.display()))?;
+            let (fingerprints, context) = (judge.fingerprints().clone(), judge.config().max_position_embeddings as u32);
+            (Arc::new(judge).into(), fingerprints, context)
+        }
+        (None, None) => anyhow::bail!("--model is required (or --synthetic BYTES, to measure the control plane without a model)"),
+    };
     let mut cfg = WorkerConfig::new(
         args.worker_id.clone().unwrap_or_else(default_worker_id),
         judge_name.clone(),
@@ -254,8 +276,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.device = args.device.clone();
     cfg.metrics_listen = args.metrics_listen;
     cfg.drain_timeout = Duration::from_secs(args.drain_timeout);
-    cfg.fingerprints = judge.fingerprints().clone();
-    cfg.context_length = judge.config().max_position_embeddings as u32;
+    cfg.fingerprints = fingerprints;
+    cfg.context_length = context_length;
     cfg.prompt_tokens = args.prompt_tokens;
     cfg.token = args.addr.token()?;
     cfg.tls_ca = args.addr.tls_ca.clone();
@@ -264,9 +286,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         anyhow::ensure!(s.is_finite() && s > 0.0, "--orphan-after must be a positive number of seconds, not {s}");
         cfg.orphan_after = Some(Duration::from_secs_f64(s));
     }
-    let meta = judge.fingerprints().meta_rm.as_deref().map(|m| format!(", meta RM {m}")).unwrap_or_default();
-    note(format!("worker {} serving judge {judge_name} (weights {}{meta}) on {}", cfg.worker_id, judge.fingerprints().judge, args.device));
-    let stats = verdict_worker::run(cfg, Arc::new(judge), args.k_hint, shutdown_signal()).await?;
+    let meta = cfg.fingerprints.meta_rm.as_deref().map(|m| format!(", meta RM {m}")).unwrap_or_default();
+    note(format!("worker {} serving judge {judge_name} (weights {}{meta}) on {}", cfg.worker_id, cfg.fingerprints.judge, args.device));
+    let stats = verdict_worker::run(cfg, engine, args.k_hint, shutdown_signal()).await?;
     note(format!("worker stopped: {} item(s) reported, {} released", stats.items_reported, stats.released));
     Ok(())
 }

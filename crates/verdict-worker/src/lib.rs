@@ -15,7 +15,8 @@
 //! `verdict label` runs the same loop with a file at both ends.
 //!
 //! Layout: [`config`], [`run`] (registration, heartbeats, the pipeline), [`pipeline`],
-//! [`engine_thread`], [`ends`], [`report`] (the coordinator client), [`metrics`].
+//! [`engine_thread`], [`synthetic`] (the model's stand-in for benchmarks), [`ends`],
+//! [`report`] (the coordinator client), [`metrics`].
 
 pub mod config;
 pub mod ends;
@@ -24,7 +25,9 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report;
 mod run;
+pub mod synthetic;
 
 pub use config::WorkerConfig;
-pub use pipeline::{Extend, Input, Outcome, PipelineConfig, PipelineError, PipelineStats, Sink, Source};
+pub use pipeline::{Engine, Extend, Input, Outcome, PipelineConfig, PipelineError, PipelineStats, Sink, Source};
 pub use run::{run, WorkerError, WorkerStats};
+pub use synthetic::SyntheticJudge;

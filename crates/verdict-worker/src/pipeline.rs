@@ -24,6 +24,25 @@ use verdict_core::{Item, LabelSpec, VerdictRecord};
 use verdict_engine::{EngineError, Judge};
 
 use crate::engine_thread::{self, EngineEvent};
+use crate::synthetic::{self, SyntheticJudge};
+
+/// What judges the items: the model, or the stand-in that measures everything around it.
+pub enum Engine {
+    Model(Arc<Judge>),
+    Synthetic(SyntheticJudge),
+}
+
+impl From<Arc<Judge>> for Engine {
+    fn from(judge: Arc<Judge>) -> Self {
+        Engine::Model(judge)
+    }
+}
+
+impl From<SyntheticJudge> for Engine {
+    fn from(judge: SyntheticJudge) -> Self {
+        Engine::Synthetic(judge)
+    }
+}
 
 /// What happened to one item.
 #[derive(Debug, Clone)]
@@ -175,12 +194,13 @@ async fn feed<S: Source>(mut source: S, tx: mpsc::Sender<Vec<Input<S::Tag>>>, fl
 /// Run `source` → engine → `sink` until the source is exhausted, or `shutdown` fires and the
 /// items in flight are drained.
 pub async fn run<S: Source>(
-    judge: Arc<Judge>,
+    engine: impl Into<Engine>,
     source: S,
     sink: &mut impl Sink<S::Tag>,
     cfg: PipelineConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<PipelineStats, PipelineError> {
+    let engine = engine.into();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -191,20 +211,30 @@ pub async fn run<S: Source>(
     // batch; the feeder keeps that many (and the look-ahead) in flight.
     let capacity = Arc::new(AtomicUsize::new(cfg.k_hint.max(1)));
     let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, LabelSpec, Item, Extend)>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<engine_thread::Ready>();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<EngineEvent>();
     let thread_error = |e: std::io::Error| PipelineError::Engine(EngineError::Device(format!("cannot start the engine's threads: {e}")));
-    let preparer = {
-        let (judge, events) = (judge.clone(), event_tx.clone());
-        std::thread::Builder::new().name("verdict-prepare".into()).spawn(move || engine_thread::prepare(&judge, work_rx, ready_tx, events)).map_err(thread_error)?
-    };
-    let engine = {
-        let sizing = engine_thread::Sizing { k_hint: cfg.k_hint.max(1), prompt_tokens: cfg.prompt_tokens.unwrap_or(0) };
-        let (judge, abort, capacity) = (judge.clone(), abort.clone(), capacity.clone());
-        std::thread::Builder::new()
-            .name("verdict-engine".into())
-            .spawn(move || engine_thread::run(&judge, ready_rx, event_tx, &abort, &capacity, sizing))
-            .map_err(thread_error)?
+    let threads: Vec<std::thread::JoinHandle<()>> = match engine {
+        Engine::Model(judge) => {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<engine_thread::Ready>();
+            let preparer = {
+                let (judge, events) = (judge.clone(), event_tx.clone());
+                std::thread::Builder::new().name("verdict-prepare".into()).spawn(move || engine_thread::prepare(&judge, work_rx, ready_tx, events)).map_err(thread_error)?
+            };
+            let sizing = engine_thread::Sizing { k_hint: cfg.k_hint.max(1), prompt_tokens: cfg.prompt_tokens.unwrap_or(0) };
+            let (abort, capacity) = (abort.clone(), capacity.clone());
+            let engine = std::thread::Builder::new()
+                .name("verdict-engine".into())
+                .spawn(move || engine_thread::run(&judge, ready_rx, event_tx, &abort, &capacity, sizing))
+                .map_err(thread_error)?;
+            vec![preparer, engine]
+        }
+        Engine::Synthetic(judge) => {
+            let (abort, capacity) = (abort.clone(), capacity.clone());
+            vec![std::thread::Builder::new()
+                .name("verdict-synthetic".into())
+                .spawn(move || synthetic::run(&judge, work_rx, event_tx, &abort, &capacity))
+                .map_err(thread_error)?]
+        }
     };
     let flow = Arc::new(Flow { in_flight: AtomicUsize::new(0), room: tokio::sync::Notify::new(), halt: AtomicBool::new(false) });
     let (input_tx, mut input_rx) = mpsc::channel::<Vec<Input<S::Tag>>>(2);
@@ -331,11 +361,7 @@ pub async fn run<S: Source>(
     if !left.is_empty() {
         source.release(left).await;
     }
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = preparer.join();
-        engine.join()
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).for_each(drop)).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(stats),

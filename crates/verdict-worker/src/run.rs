@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
-use verdict_engine::{EngineError, Judge};
+use verdict_engine::EngineError;
 use verdict_proto::v1;
 use verdict_queue::{Queue, QueueError};
 
@@ -109,7 +109,8 @@ async fn connect_queue(cfg: &WorkerConfig) -> Result<Queue, WorkerError> {
 }
 
 /// Run until `shutdown` resolves, then drain.
-pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<WorkerStats, WorkerError> {
+pub async fn run(cfg: WorkerConfig, engine: impl Into<crate::pipeline::Engine>, k_hint: usize, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<WorkerStats, WorkerError> {
+    let engine: crate::pipeline::Engine = engine.into();
     let queue = connect_queue(&cfg).await?;
     let bearer = verdict_proto::auth::Bearer::new(cfg.token.as_deref())?;
     let coordinator = Coordinator::new(&cfg.coordinator, bearer, cfg.tls_ca.as_deref())?;
@@ -159,7 +160,7 @@ pub async fn run(cfg: WorkerConfig, judge: Arc<Judge>, k_hint: usize, shutdown: 
         let _ = stop.wait_for(|s| *s).await;
     };
     let pcfg = PipelineConfig { k_hint, drain_timeout: cfg.drain_timeout, prompt_tokens: cfg.prompt_tokens, ..PipelineConfig::default() };
-    let result = pipeline::run(judge, source, &mut sink, pcfg, until_stop).await;
+    let result = pipeline::run(engine, source, &mut sink, pcfg, until_stop).await;
     let _ = beat_tx.send(true);
     let _ = heartbeat.await;
     if let Some(why) = held.refused() {
