@@ -23,7 +23,7 @@ use uuid::Uuid;
 use verdict_report::{render_html, render_judge_section, JudgeKey, Report, Summary};
 use verdict_store::{JobState, StoreError};
 
-use crate::server::Shared;
+use crate::app::App;
 
 /// Jobs the dashboard lists (the most recent ones).
 const JOBS: i64 = 100;
@@ -128,7 +128,7 @@ struct Counted {
 
 /// What the refresher remembers between refreshes.
 struct Refresher {
-    shared: Shared,
+    app: App,
     refresh: Duration,
     /// (when, done count per job), oldest first, within the rate window.
     seen: VecDeque<(Instant, HashMap<Uuid, u64>)>,
@@ -146,11 +146,11 @@ impl Refresher {
 
     async fn snapshot(&mut self) -> Result<Snapshot, RefreshError> {
         let (now, unix) = (Instant::now(), unix_now());
-        let rows = self.shared.store.list_jobs(JOBS, None, None).await?;
+        let rows = self.app.store.list_jobs(JOBS, None, None).await?;
         let mut jobs = Vec::with_capacity(rows.len());
         let mut done_now = HashMap::new();
         for row in &rows {
-            let p = self.shared.store.progress(row.id).await?;
+            let p = self.app.store.progress(row.id).await?;
             done_now.insert(row.id, p.done);
             let state = row.state(&p);
             let rate = if state == JobState::Running || state == JobState::Open { self.rate(row.id, now, p.done) } else { None };
@@ -202,7 +202,7 @@ impl Refresher {
             };
             if stale {
                 let started = Instant::now();
-                let report = crate::telemetry::job_report(&self.shared.store, row.id).await?;
+                let report = crate::telemetry::job_report(&self.app.store, row.id).await?;
                 self.counted.insert(row.id, Counted { done, at: now, took: started.elapsed(), report });
             }
         }
@@ -225,7 +225,7 @@ impl Refresher {
             .collect();
 
         let workers = self
-            .shared
+            .app
             .queue
             .workers()
             .await?
@@ -267,8 +267,8 @@ async fn refresh_loop(mut r: Refresher, current: Current, mut stop: tokio::sync:
 }
 
 #[derive(Clone)]
-struct App {
-    shared: Shared,
+struct PageState {
+    app: App,
     current: Current,
 }
 
@@ -276,7 +276,7 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
 }
 
-async fn api(State(app): State<App>) -> Response {
+async fn api(State(app): State<PageState>) -> Response {
     let snap = app.current.read().unwrap_or_else(|e| e.into_inner()).clone();
     match serde_json::to_string(&snap) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], json).into_response(),
@@ -284,32 +284,32 @@ async fn api(State(app): State<App>) -> Response {
     }
 }
 
-async fn job_report(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn job_report(State(app): State<PageState>, Path(id): Path<String>) -> Response {
     let Ok(job) = Uuid::parse_str(&id) else {
         return (StatusCode::BAD_REQUEST, format!("{id:?} is not a job id")).into_response();
     };
-    if let Err(e) = app.shared.store.get_job(job).await {
+    if let Err(e) = app.app.store.get_job(job).await {
         let code = if matches!(e, StoreError::NotFound(_)) { StatusCode::NOT_FOUND } else { StatusCode::SERVICE_UNAVAILABLE };
         return (code, e.to_string()).into_response();
     }
-    match crate::telemetry::job_report(&app.shared.store, job).await {
+    match crate::telemetry::job_report(&app.app.store, job).await {
         Ok(report) => Html(render_html(&report)).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
 /// Serve the dashboard on `addr` until `stop` turns true; returns the bound address.
-pub async fn serve(addr: SocketAddr, refresh: Duration, shared: Shared, stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, refresh: Duration, app: App, stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let current: Current = Arc::new(RwLock::new(Snapshot { refresh_s: refresh.as_secs_f64(), ..Default::default() }));
-    let refresher = Refresher { shared: shared.clone(), refresh, seen: VecDeque::new(), last_total: None, throughput: VecDeque::new(), counted: HashMap::new() };
+    let refresher = Refresher { app: app.clone(), refresh, seen: VecDeque::new(), last_total: None, throughput: VecDeque::new(), counted: HashMap::new() };
     tokio::spawn(refresh_loop(refresher, current.clone(), stop.clone()));
     let app = axum::Router::new()
         .route("/", get(page))
         .route("/api/dashboard", get(api))
         .route("/jobs/{id}/report", get(job_report))
-        .with_state(App { shared, current });
+        .with_state(PageState { app, current });
     let mut stop = stop;
     tokio::spawn(async move {
         let shutdown = async move {

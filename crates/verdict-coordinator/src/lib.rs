@@ -8,15 +8,16 @@
 //! on the queue any queued item whose entry was lost (a Redis restart without persistence,
 //! an enqueue that failed after the commit).
 //!
-//! Layout: [`server`] (start-up, drain), [`auth`] (tokens, roles, job ownership), [`jobs`], [`workers`], [`verdicts`] (the three
-//! services), [`extend`] (raising a finished job's k), [`dead_letters`] (listing and requeueing them), [`telemetry`] (a job's judge figures),
-//! [`dashboard`] (the read-only web page), [`sweeper`], [`metrics`], [`error`] (the one mapping to gRPC status codes).
+//! Layout: [`server`] (start-up, drain), [`app`] (what each request does: jobs, reports,
+//! extensions, dead letters), [`jobs`], [`workers`], [`verdicts`] (the three gRPC services,
+//! thin over [`app`]), [`auth`] (tokens, roles, job ownership), [`telemetry`] (a job's
+//! judge figures), [`dashboard`] (the read-only web page), [`sweeper`], [`metrics`],
+//! [`error`] (the one mapping to gRPC status codes).
 
+pub mod app;
 pub mod auth;
 pub mod dashboard;
-pub mod dead_letters;
 pub mod error;
-pub mod extend;
 pub mod jobs;
 pub mod metrics;
 pub mod server;

@@ -18,6 +18,7 @@ use verdict_store::Store;
 use crate::auth::{Auth, Authenticate};
 use crate::error::CoordinatorError;
 use crate::jobs::Jobs;
+use crate::app::App;
 use crate::metrics::Metrics;
 use crate::verdicts::Verdicts;
 use crate::workers::Workers;
@@ -97,15 +98,6 @@ impl CoordinatorConfig {
             tls: None,
         }
     }
-}
-
-/// What every service shares: cheap to clone.
-#[derive(Clone)]
-pub struct Shared {
-    pub store: Store,
-    pub queue: Queue,
-    pub metrics: Metrics,
-    pub limits: SpecLimits,
 }
 
 /// A started coordinator.
@@ -207,7 +199,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, up: bool) {
 
 /// Ask Redis and Postgres every two seconds; report `NOT_SERVING` while either is down, so a
 /// load balancer sends callers to a coordinator that can serve them.
-async fn watch_dependencies(shared: Shared, health: tonic_health::server::HealthReporter, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn watch_dependencies(app: App, health: tonic_health::server::HealthReporter, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut up = true;
     loop {
         tokio::select! {
@@ -215,8 +207,8 @@ async fn watch_dependencies(shared: Shared, health: tonic_health::server::Health
             _ = stop.changed() => return,
         }
         let limit = Duration::from_secs(2);
-        let store = tokio::time::timeout(limit, shared.store.ping()).await;
-        let queue = tokio::time::timeout(limit, shared.queue.ping()).await;
+        let store = tokio::time::timeout(limit, app.store.ping()).await;
+        let queue = tokio::time::timeout(limit, app.queue.ping()).await;
         let now_up = matches!(store, Ok(Ok(()))) && matches!(queue, Ok(Ok(())));
         if now_up != up {
             if now_up {
@@ -245,7 +237,7 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
     .await?;
     let queue = patiently("Redis", &cfg.redis_url, deadline, |_| true, || Queue::connect(&cfg.redis_url, cfg.queue.clone())).await?;
     let metrics = Metrics::new();
-    let shared = Shared { store, queue, metrics: metrics.clone(), limits: cfg.spec_limits };
+    let app = App { store, queue, metrics: metrics.clone(), limits: cfg.spec_limits };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
@@ -279,15 +271,18 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
     };
     let http_addr = match cfg.http_listen {
         Some(h) => Some(
-            crate::dashboard::serve(h, cfg.dashboard_refresh, shared.clone(), stop_rx.clone())
+            crate::dashboard::serve(h, cfg.dashboard_refresh, app.clone(), stop_rx.clone())
                 .await
                 .map_err(|e| CoordinatorError::Precondition(format!("cannot serve the dashboard on {h}: {e}")))?,
         ),
         None => None,
     };
-    tokio::spawn(watch_dependencies(shared.clone(), health.clone(), stop_rx.clone()));
+    tokio::spawn(watch_dependencies(app.clone(), health.clone(), stop_rx.clone()));
+    if cfg.metrics_listen.is_some() {
+        tokio::spawn(crate::metrics::run_gauges(app.clone(), Duration::from_secs(5), stop_rx.clone()));
+    }
     let sweeper = tokio::spawn(crate::sweeper::run(
-        shared.clone(),
+        app.clone(),
         crate::sweeper::Every { tick: cfg.sweep_every, requeue_after: cfg.requeue_after, open_job_timeout: cfg.open_job_timeout },
         stop_rx.clone(),
     ));
@@ -304,11 +299,11 @@ pub async fn run(cfg: CoordinatorConfig, shutdown: impl Future<Output = ()> + Se
         .add_service(InterceptedService::new(reflection_v1, Authenticate(cfg.auth.clone())))
         .add_service(InterceptedService::new(reflection_v1alpha, Authenticate(cfg.auth.clone())))
         .add_service(InterceptedService::new(
-            JobServiceServer::new(Jobs { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
+            JobServiceServer::new(Jobs { app: app.clone() }).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
             Authenticate(cfg.auth.clone()),
         ))
-        .add_service(InterceptedService::new(WorkerServiceServer::new(Workers { shared: shared.clone() }).max_decoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())))
-        .add_service(InterceptedService::new(VerdictServiceServer::new(Verdicts { shared }).max_encoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())));
+        .add_service(InterceptedService::new(WorkerServiceServer::new(Workers { app: app.clone() }).max_decoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())))
+        .add_service(InterceptedService::new(VerdictServiceServer::new(Verdicts { app }).max_encoding_message_size(MAX_MESSAGE), Authenticate(cfg.auth.clone())));
 
     let drain = cfg.drain_timeout;
     let handle = tokio::spawn(async move {

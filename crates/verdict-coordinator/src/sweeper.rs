@@ -13,11 +13,11 @@ use std::time::Duration;
 use verdict_store::StaleItem;
 
 use crate::error::Result;
-use crate::server::Shared;
+use crate::app::App;
 
 /// One pass: check up to `batch` items untouched for `age`; re-enqueue the lost ones.
-pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<usize> {
-    let stale = shared.store.claim_stale(age.as_secs_f64(), batch).await?;
+pub async fn sweep_once(app: &App, age: Duration, batch: i64) -> Result<usize> {
+    let stale = app.store.claim_stale(age.as_secs_f64(), batch).await?;
     let mut by_job: HashMap<uuid::Uuid, Vec<StaleItem>> = HashMap::new();
     for s in stale {
         by_job.entry(s.job_id).or_default().push(s);
@@ -26,7 +26,7 @@ pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<us
     for (job_id, items) in by_job {
         let judge = items[0].spec.judge.clone();
         let entries: Vec<String> = items.iter().map(|s| s.entry_id.clone().unwrap_or_else(|| "0-0".into())).collect();
-        let exists = shared.queue.exists(&judge, &entries).await?;
+        let exists = app.queue.exists(&judge, &entries).await?;
         let lost: Vec<(String, verdict_core::Item)> = items
             .into_iter()
             .zip(exists)
@@ -36,9 +36,9 @@ pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<us
         if lost.is_empty() {
             continue;
         }
-        let job = shared.store.get_job(job_id).await?;
-        let n = shared.enqueue(&job, lost).await?;
-        shared.metrics.items_requeued.inc_by(n as u64);
+        let job = app.store.get_job(job_id).await?;
+        let n = app.enqueue(&job, lost).await?;
+        app.metrics.items_requeued.inc_by(n as u64);
         tracing::warn!(job = %job_id, items = n, "re-enqueued items whose queue entries were lost");
         requeued += n;
     }
@@ -46,10 +46,10 @@ pub async fn sweep_once(shared: &Shared, age: Duration, batch: i64) -> Result<us
 }
 
 /// Remove every judge's consumers that hold nothing and were idle longer than `idle`.
-pub async fn prune_consumers(shared: &Shared, idle: Duration) -> Result<usize> {
+pub async fn prune_consumers(app: &App, idle: Duration) -> Result<usize> {
     let mut n = 0;
-    for j in shared.store.judges().await? {
-        let gone = shared.queue.prune_consumers(&j.name, idle).await?;
+    for j in app.store.judges().await? {
+        let gone = app.queue.prune_consumers(&j.name, idle).await?;
         if !gone.is_empty() {
             tracing::info!(judge = %j.name, consumers = ?gone, "removed idle consumers that held nothing");
         }
@@ -67,14 +67,14 @@ pub struct Every {
 }
 
 /// Sweep every `every.tick` until `shutdown` fires.
-pub async fn run(shared: Shared, every: Every, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(app: App, every: Every, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 loop {
-                    match sweep_once(&shared, every.requeue_after, 500).await {
+                    match sweep_once(&app, every.requeue_after, 500).await {
                         Ok(500..) => continue,
                         Ok(_) => break,
                         Err(e) => {
@@ -83,7 +83,7 @@ pub async fn run(shared: Shared, every: Every, mut shutdown: tokio::sync::watch:
                         }
                     }
                 }
-                match shared.store.seal_idle_jobs(every.open_job_timeout.as_secs_f64()).await {
+                match app.store.seal_idle_jobs(every.open_job_timeout.as_secs_f64()).await {
                     Ok(sealed) => {
                         for job in sealed {
                             tracing::warn!(%job, timeout_s = every.open_job_timeout.as_secs(), "sealed an open job that received no items");
@@ -92,7 +92,7 @@ pub async fn run(shared: Shared, every: Every, mut shutdown: tokio::sync::watch:
                     Err(e) => tracing::warn!(error = %e, "sealing idle jobs failed; will retry"),
                 }
                 // Three lease timeouts: long past any reclaim of what a dead worker held.
-                if let Err(e) = prune_consumers(&shared, 3 * shared.queue.config().lease_timeout).await {
+                if let Err(e) = prune_consumers(&app, 3 * app.queue.config().lease_timeout).await {
                     tracing::warn!(error = %e, "removing idle consumers failed; will retry");
                 }
             }

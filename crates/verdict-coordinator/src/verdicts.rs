@@ -14,10 +14,10 @@ use verdict_store::{JobState, VerdictFilter};
 
 use crate::auth::caller;
 use crate::error::{job_id, CoordinatorError};
-use crate::server::Shared;
+use crate::app::App;
 
 pub struct Verdicts {
-    pub shared: Shared,
+    pub app: App,
 }
 
 const PAGE: i64 = 1024;
@@ -27,7 +27,7 @@ type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Page through a job's verdicts, sending what `f` makes of each page, at most `limit`
 /// rows in all (`f` may drop records: a re-vote's filters apply after it).
 fn paged<T: Send + 'static>(
-    shared: Shared,
+    app: App,
     job: Uuid,
     mut filter: VerdictFilter,
     limit: Option<i64>,
@@ -39,7 +39,7 @@ fn paged<T: Send + 'static>(
         let mut sent = 0i64;
         loop {
             filter.limit = Some(PAGE);
-            let page = match shared.store.query_verdicts(job, &filter, None).await {
+            let page = match app.store.query_verdicts(job, &filter, None).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(CoordinatorError::from(e).into())).await;
@@ -101,8 +101,8 @@ impl VerdictService for Verdicts {
         let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        self.shared.owned_job(&who, job).await?;
-        let r = self.shared.store.get_verdict(job, &req.item_id).await.map_err(CoordinatorError::from)?;
+        self.app.owned_job(&who, job).await?;
+        let r = self.app.store.get_verdict(job, &req.item_id).await.map_err(CoordinatorError::from)?;
         Ok(Response::new(record_to_wire(&req.job_id, &r)))
     }
 
@@ -112,7 +112,7 @@ impl VerdictService for Verdicts {
         let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        let row = self.shared.owned_job(&who, job).await?;
+        let row = self.app.owned_job(&who, job).await?;
         let at = revote_at(&row.spec, req.k, req.k_meta)?;
         let wanted = VerdictFilter {
             winner: req.winner,
@@ -140,7 +140,7 @@ impl VerdictService for Verdicts {
         };
         let limit = (req.limit > 0).then_some(req.limit as i64);
         let job_str = job.to_string();
-        Ok(Response::new(paged(self.shared.clone(), job, filter, limit, move |page| {
+        Ok(Response::new(paged(self.app.clone(), job, filter, limit, move |page| {
             let mut out = Vec::with_capacity(page.len());
             for r in page {
                 let mut r = revoted(&at, r)?;
@@ -162,8 +162,8 @@ impl VerdictService for Verdicts {
         let who = caller(&req)?;
         let job = job_id(&req.into_inner().job_id)?;
         // A job that does not exist is NOT_FOUND, not an empty report.
-        self.shared.owned_job(&who, job).await?;
-        let report = crate::telemetry::job_report(&self.shared.store, job).await.map_err(CoordinatorError::from)?;
+        self.app.owned_job(&who, job).await?;
+        let report = crate::telemetry::job_report(&self.app.store, job).await.map_err(CoordinatorError::from)?;
         let json = serde_json::to_string(&report).map_err(|e| Status::internal(format!("telemetry of job {job}: {e}")))?;
         Ok(Response::new(v1::JobTelemetryResponse { json }))
     }
@@ -172,8 +172,8 @@ impl VerdictService for Verdicts {
         let who = caller(&req)?;
         let req = req.into_inner();
         let job = job_id(&req.job_id)?;
-        let row = self.shared.owned_job(&who, job).await?;
-        let progress = self.shared.store.progress(job).await.map_err(CoordinatorError::from)?;
+        let row = self.app.owned_job(&who, job).await?;
+        let progress = self.app.store.progress(job).await.map_err(CoordinatorError::from)?;
         // Training data from half a job looks like training data from all of it: refuse
         // unless asked for explicitly.
         let state = row.state(&progress);
@@ -190,7 +190,7 @@ impl VerdictService for Verdicts {
         let form = match v1::PromptForm::try_from(req.form).unwrap_or_default() {
             v1::PromptForm::Standard => PromptForm::Standard,
             v1::PromptForm::Conversational => PromptForm::Conversational,
-            v1::PromptForm::Auto => PromptForm::for_job(self.shared.store.has_conversations(job).await.map_err(CoordinatorError::from)?),
+            v1::PromptForm::Auto => PromptForm::for_job(self.app.store.has_conversations(job).await.map_err(CoordinatorError::from)?),
         };
         let wire_form = match form {
             PromptForm::Standard => v1::PromptForm::Standard,
@@ -202,7 +202,7 @@ impl VerdictService for Verdicts {
         let filter = VerdictFilter { with_samples: whole || at.is_some(), samples_without_text: !whole, votes_only: !whole, ..Default::default() };
         let min_margin = req.min_margin;
         let refused = |e: verdict_core::export::ExportError| Status::failed_precondition(e.to_string());
-        Ok(Response::new(paged(self.shared.clone(), job, filter, None, move |page| {
+        Ok(Response::new(paged(self.app.clone(), job, filter, None, move |page| {
             let mut out = Vec::new();
             for r in page {
                 let r = &revoted(&at, r)?;

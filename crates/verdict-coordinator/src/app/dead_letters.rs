@@ -12,7 +12,7 @@ use verdict_queue::{DeadLetter, QueuedItem};
 
 use crate::auth::{Identity, Role};
 use crate::error::{job_id, CoordinatorError};
-use crate::server::Shared;
+use crate::app::App;
 
 /// The most dead letters one call lists.
 const MOST: usize = 10_000;
@@ -21,7 +21,7 @@ fn to_wire(judge: &str, d: DeadLetter) -> v1::DeadLetter {
     v1::DeadLetter { id: d.id, judge: judge.into(), entry_id: d.entry, job_id: d.job, item_id: d.item, reason: d.reason, deliveries: d.deliveries }
 }
 
-impl Shared {
+impl App {
     /// The judges a request names: one, or all the store knows.
     async fn judges_named(&self, judge: &str) -> Result<Vec<String>, Status> {
         if !judge.is_empty() {

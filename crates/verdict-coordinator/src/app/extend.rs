@@ -14,7 +14,7 @@ use verdict_queue::QueuedItem;
 use verdict_store::{JobRow, EXTEND_PAGE};
 
 use crate::error::{CoordinatorError, Result};
-use crate::server::Shared;
+use crate::app::App;
 
 /// What an extension did.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ pub struct Extended {
     pub unchanged: u64,
 }
 
-impl Shared {
+impl App {
     pub async fn extend_job(&self, id: Uuid, k: u32) -> Result<(v1::Job, Extended)> {
         let job = self.store.get_job(id).await?;
         let spec = self.extended_spec(&job, k).await?;
