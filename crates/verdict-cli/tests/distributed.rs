@@ -412,3 +412,44 @@ fn a_job_revoted_at_a_smaller_k_is_what_a_run_at_that_k_gives() {
     assert!(err(&["revote", &job4, "--k", "0"]).contains("--k must be at least 1"));
     assert!(err(&["export", &job4, "--k", "2", "--meta-rm-k", "1", "-o", &file("x.jsonl")]).contains("--meta-rm-k needs a job voted with a meta reward model"));
 }
+
+/// A gauge or counter of a Prometheus endpoint at `addr` (`None` until it is exported).
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok())
+}
+
+/// The distributed path on a three-master Redis Cluster (`--redis-url` naming its nodes):
+/// the coordinator's autoscaling gauges see the items wait, a worker labels them, and the
+/// job ends as on one server, with its worker listed.
+#[test]
+fn a_job_runs_on_a_three_master_redis_cluster() {
+    let rc = verdict_testkit::RedisCluster::start(3);
+    let metrics = format!("127.0.0.1:{}", verdict_testkit::free_port());
+    let c = Cluster::start_with(&[("VERDICT_REDIS_URL", &rc.url())], &["--metrics-listen", &metrics]);
+    let job = c.submit(&examples(), &["--seed", "3"]);
+    // No worker yet: the gauges show every item waiting, and the oldest one ageing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&metrics, r#"verdict_queue_waiting{judge="tiny"}"#) != Some(16.0) {
+        assert!(Instant::now() < deadline, "the queue gauges never showed 16 waiting: {:?}\n{}", metric(&metrics, r#"verdict_queue_waiting{judge="tiny"}"#), c.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(metric(&metrics, r#"verdict_queue_oldest_waiting_seconds{judge="tiny"}"#).is_some_and(|s| s > 0.0));
+    let _w = c.worker("w1", "8");
+    c.wait_done(&job, Duration::from_secs(120));
+    let records = c.query(&job);
+    assert_eq!(records_and_distinct_ids(&records), (16, 16), "every item has exactly one verdict");
+    let status = c.ok(&["status"]);
+    assert!(status.contains("w1"), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&metrics, r#"verdict_queue_waiting{judge="tiny"}"#) != Some(0.0) || metric(&metrics, r#"verdict_workers_live{judge="tiny"}"#) != Some(1.0) {
+        assert!(Instant::now() < deadline, "the gauges never showed the queue empty and one worker\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The work went to the cluster's nodes, not to the single Redis the harness also runs.
+    assert!(rc.keys_per_node().iter().sum::<u64>() > 0);
+}
