@@ -3,6 +3,7 @@
 #   start_services DIR      # sets REDIS_URL, DATABASE_URL; stops both on exit
 #   start_coordinator BIN DIR PREFIX   # a coordinator on them (queue prefix PREFIX): sets
 #                                      # VERDICT_COORDINATOR and COORD (its pid)
+# PG_EXTRA_OPTS adds server settings (-c name=value ...); COORDINATOR_ARGS adds flags.
 # Postgres refuses to run as root, so as root it runs as the `postgres` user.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -21,7 +22,7 @@ start_services() {
   if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg"; run=(runuser -u postgres --); fi
   "${run[@]}" "$pgb/initdb" -D "$dir/pg/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
   "${run[@]}" "$pgb/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -s -o "-p $pport -k $dir/pg -c listen_addresses=127.0.0.1 \
-      -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start
+      -c fsync=off -c synchronous_commit=off -c full_page_writes=off ${PG_EXTRA_OPTS:-}" start
   PG_STOP=("${run[@]}" "$pgb/pg_ctl" -D "$dir/pg/data" -s -m fast stop)
   for _ in $(seq 100); do "$pgb/pg_isready" -q -h 127.0.0.1 -p "$pport" && break; sleep 0.2; done
   "$pgb/createdb" -h 127.0.0.1 -p "$pport" -U postgres verdict
@@ -36,7 +37,7 @@ start_coordinator() {
   export VERDICT_REDIS_URL=$REDIS_URL VERDICT_QUEUE_PREFIX=$3
   port=$(free_port)
   export VERDICT_COORDINATOR=http://127.0.0.1:$port
-  "$bin" coordinator --listen 127.0.0.1:$port 2>"$dir/coordinator.log" &
+  "$bin" coordinator --listen 127.0.0.1:$port ${COORDINATOR_ARGS:-} 2>"$dir/coordinator.log" &
   COORD=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 }
