@@ -80,12 +80,24 @@ fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
     Ok((rejected, items))
 }
 
-/// Pass 2, on a blocking thread: read the items again and send them in messages; returns
-/// the line number of each item sent, by its position in the stream.
-fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::HashSet<usize>, tx: tokio::sync::mpsc::Sender<v1::SubmitItemsRequest>) -> anyhow::Result<Vec<u32>> {
-    let mut lines = Vec::new();
-    let mut msg = v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: false };
-    let mut bytes = 0usize;
+/// Concurrent SubmitItems streams of one submission: each message's round trips to
+/// Postgres and Redis overlap with the next ones' instead of queueing behind them.
+const STREAMS: usize = 4;
+
+/// Pass 2, on a blocking thread: read the items again and send them in messages, dealt to
+/// the streams in turn; returns, per stream, the line number of each item sent, by its
+/// position in that stream.
+fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::HashSet<usize>, txs: Vec<tokio::sync::mpsc::Sender<v1::SubmitItemsRequest>>) -> anyhow::Result<Vec<Vec<u32>>> {
+    let mut lines = vec![Vec::new(); txs.len()];
+    // Every stream keeps the job open; the caller seals it once all of them are in.
+    let empty = || v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: true };
+    let (mut msg, mut msg_lines, mut bytes, mut turn) = (empty(), Vec::new(), 0usize, 0usize);
+    let mut send = |msg: v1::SubmitItemsRequest, msg_lines: &mut Vec<u32>, turn: &mut usize| -> bool {
+        let i = *turn % txs.len();
+        *turn += 1;
+        lines[i].append(msg_lines);
+        txs[i].blocking_send(msg).is_ok()
+    };
     // Checked in the first pass: exact repeats are simply sent again (the coordinator counts
     // them as already present), ids reused with other content are in `rejected`.
     for p in Reader::unchecked(&input)? {
@@ -96,18 +108,17 @@ fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::Hash
         let wire = item_to_wire(&item);
         let size = wire.encoded_len();
         if !msg.items.is_empty() && (msg.items.len() >= CHUNK_ITEMS || bytes + size > CHUNK_BYTES) {
-            let full = std::mem::replace(&mut msg, v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: false });
-            if tx.blocking_send(full).is_err() {
-                return Ok(lines); // the stream ended early; its error is reported by the caller
+            if !send(std::mem::replace(&mut msg, empty()), &mut msg_lines, &mut turn) {
+                break; // a stream ended early; its error is reported by the caller
             }
             bytes = 0;
         }
         bytes += size;
         msg.items.push(wire);
-        lines.push(line as u32);
+        msg_lines.push(line as u32);
     }
     if !msg.items.is_empty() {
-        let _ = tx.blocking_send(msg);
+        send(msg, &mut msg_lines, &mut turn);
     }
     Ok(lines)
 }
@@ -143,27 +154,52 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         }
     };
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let skip: std::collections::HashSet<usize> = rejected.iter().map(|r| r.line).collect();
+    // No more streams than messages: a stream with no message names no job.
+    let streams = STREAMS.min(n_items.div_ceil(CHUNK_ITEMS)).max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..streams).map(|_| tokio::sync::mpsc::channel(2)).unzip();
     let reader = tokio::task::spawn_blocking({
         let (input, id) = (args.input.clone(), job.id.clone());
-        move || stream_items(input, id, skip, tx)
+        move || stream_items(input, id, skip, txs)
     });
-    let sent = client.jobs.submit_items(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let tasks: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| {
+            let mut jobs = client.jobs.clone();
+            tokio::spawn(async move { jobs.submit_items(tokio_stream::wrappers::ReceiverStream::new(rx)).await })
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        sent.push(t.await.context("a submitting task failed")?);
+    }
     let lines = reader.await.context("the file reader failed")??;
-    let resp = match sent {
-        Ok(r) => r.into_inner(),
-        Err(e) => anyhow::bail!(
+    let broke_off = |e: &tonic::Status| {
+        anyhow::anyhow!(
             "submitting to job {} broke off: {}; the items that arrived are kept: resume with `verdict submit {} --job {}` (items already in the job are skipped)",
             job.id,
             e.message(),
             args.input.display(),
             job.id
-        ),
+        )
     };
+    let mut resp = v1::SubmitItemsResponse::default();
+    for (stream, r) in sent.into_iter().enumerate() {
+        let r = r.map_err(|e| broke_off(&e))?.into_inner();
+        resp.deduplicated += r.deduplicated;
+        resp.already_present += r.already_present;
+        for mut e in r.rejected {
+            // Positions are per stream: make them line numbers here.
+            e.index = lines[stream].get(e.index as usize).copied().unwrap_or(0) as u64;
+            resp.rejected.push(e);
+        }
+    }
+    // Every stream is in: seal the job (unless more may come, as when resuming into it).
+    let seal = v1::SubmitItemsRequest { job_id: job.id.clone(), items: Vec::new(), keep_open: false };
+    let last = client.jobs.submit_items(tokio_stream::iter([seal])).await.map_err(|e| broke_off(&e))?.into_inner();
+    resp.queued = last.queued;
     for r in &resp.rejected {
-        let line = lines.get(r.index as usize).copied().unwrap_or(0);
-        note(format!("rejected: line {line} (id {}): {}", r.item_id, r.message));
+        note(format!("rejected: line {} (id {}): {}", r.index, r.item_id, r.message));
     }
     note(format!(
         "job {}: {} item(s) queued, {} answered from stored verdicts, {} already present, {} rejected",
