@@ -44,7 +44,7 @@ start_coordinator() {
 
 stop_services() {
   # Our own children (coordinator, workers) first, then the servers.
-  pkill -TERM -P $$ -f 'verdict (coordinator|worker)' 2>/dev/null || true
+  pkill -TERM -P $$ -f ' (coordinator|worker) ' 2>/dev/null || true
   for p in $SERVICES_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
   "${PG_STOP[@]}" 2>/dev/null || true
 }
