@@ -8,9 +8,10 @@
 //! lookup per id, or `job_id = $1 AND item_id = ANY($2)` with no other indexed condition),
 //! a shape the planner keeps even when its statistics lag a large submission — exactly when
 //! it would otherwise walk the whole job. The statements are in [`per_message`], public so that a test can EXPLAIN
-//! them against a large job.
+//! them against a large job; [`insert_items`], [`dedup`] and [`set_entry_ids`] run them on
+//! any executor, so that one message's writes can share a transaction.
 
-use sqlx::Row;
+use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 use verdict_core::{Item, LabelSpec};
 
@@ -96,81 +97,33 @@ pub mod per_message {
          FROM pick p WHERE items.job_id = $1 AND items.item_id = p.item_id
          RETURNING items.item_id";
 
-    /// Remember each item's queue entry (`$3`: entry ids, in the order of `$2`). Only the
-    /// unindexed `entry_id` changes, so the update is HOT (no index entries; migration 0007
-    /// leaves room on the page): the item was inserted, and `updated_at` set, a moment ago.
-    pub const SET_ENTRY_IDS: &str = "UPDATE items SET entry_id = ($3::text[])[array_position($2::text[], item_id)]
-         WHERE job_id = $1 AND item_id = ANY($2)";
+    /// Remember each item's queue entry (`$3`: entry ids, in the order of `$2`), joined by
+    /// position (`array_position` per row cost 256 text comparisons a row: a fifth of a
+    /// submission's Postgres time). Only the unindexed `entry_id` changes, so the update is
+    /// HOT (no index entries; migration 0007 leaves room on the page): the item was
+    /// inserted, and `updated_at` set, a moment ago.
+    pub const SET_ENTRY_IDS: &str = "UPDATE items SET entry_id = u.entry_id
+         FROM UNNEST($2::text[], $3::text[]) AS u(item_id, entry_id)
+         WHERE items.job_id = $1 AND items.item_id = u.item_id";
 }
 
 /// Insert and dedup in one: (id → outcome) in input order.
 pub type InsertOutcome = Vec<(String, Inserted)>;
 
 impl Store {
-    /// Insert items as queued. Ids already in the job are left as they are; the answer says,
-    /// per id, whether it was new, re-sent, or reused with other content. Ids must be
-    /// distinct within one call.
+    /// [`insert_items`] on the pool.
     pub async fn insert_items(&self, job_id: Uuid, items: &[NewItem]) -> Result<InsertOutcome> {
-        if items.is_empty() {
-            return Ok(vec![]);
-        }
-        let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
-        let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-        let contents: Vec<&str> = items.iter().map(|i| i.content.as_str()).collect();
-        let json = items
-            .iter()
-            .map(|i| serde_json::to_value(&i.item).map_err(|e| corrupt(format!("item {}", i.item_id), e)))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query(per_message::INSERT)
-            .bind(job_id)
-            .bind(&ids)
-            .bind(&keys)
-            .bind(&contents)
-            .bind(&json)
-            .fetch_all(&self.pool)
-            .await?;
-        let by_id: std::collections::HashMap<&str, &str> = items.iter().map(|i| (i.item_id.as_str(), i.content.as_str())).collect();
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("item_id")?;
-                let outcome = if r.try_get::<bool, _>("new")? {
-                    Inserted::New
-                } else {
-                    let stored: Option<String> = r.try_get("stored_content")?;
-                    let state: Option<String> = r.try_get("state")?;
-                    // Rows stored before contents were recorded have '' and count as equal.
-                    match stored.as_deref() {
-                        Some(c) if c.is_empty() || Some(&c) == by_id.get(id.as_str()) => {
-                            Inserted::Present { queued: state.as_deref() == Some("queued"), has_entry: r.try_get("has_entry")? }
-                        }
-                        _ => Inserted::Conflict,
-                    }
-                };
-                Ok((id, outcome))
-            })
-            .collect()
+        insert_items(&self.pool, job_id, items).await
     }
 
-    /// Answer queued items from verdicts already stored under the same content key (in any
-    /// other job): the verdict and its samples are copied and the item is done. Returns the
-    /// ids answered.
+    /// [`dedup`] on the pool.
     pub async fn dedup(&self, job_id: Uuid, item_ids: &[String]) -> Result<Vec<String>> {
-        if item_ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let rows = sqlx::query(per_message::DEDUP).bind(job_id).bind(item_ids).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
+        dedup(&self.pool, job_id, item_ids).await
     }
 
-    /// Remember each item's queue entry.
+    /// [`set_entry_ids`] on the pool.
     pub async fn set_entry_ids(&self, job_id: Uuid, pairs: &[(String, String)]) -> Result<()> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
-        let entries: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
-        sqlx::query(per_message::SET_ENTRY_IDS).bind(job_id).bind(&ids).bind(&entries).execute(&self.pool).await?;
-        Ok(())
+        set_entry_ids(&self.pool, job_id, pairs).await
     }
 
     /// A dead item goes back to `queued` (with no entry yet: if the caller fails to enqueue
@@ -229,4 +182,73 @@ impl Store {
             .await?;
         Ok(row.try_get("any")?)
     }
+}
+
+// One message's statements, on any executor (the pool, a connection, a transaction), so a
+// caller can run them in one transaction.
+
+/// Insert items as queued. Ids already in the job are left as they are; the answer says,
+/// per id, whether it was new, re-sent, or reused with other content. Ids must be
+/// distinct within one call.
+pub async fn insert_items<'e>(db: impl PgExecutor<'e>, job_id: Uuid, items: &[NewItem]) -> Result<InsertOutcome> {
+    if items.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<&str> = items.iter().map(|i| i.item_id.as_str()).collect();
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    let contents: Vec<&str> = items.iter().map(|i| i.content.as_str()).collect();
+    let json = items
+        .iter()
+        .map(|i| serde_json::to_value(&i.item).map_err(|e| corrupt(format!("item {}", i.item_id), e)))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = sqlx::query(per_message::INSERT)
+        .bind(job_id)
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&contents)
+        .bind(&json)
+        .fetch_all(db)
+        .await?;
+    let by_id: std::collections::HashMap<&str, &str> = items.iter().map(|i| (i.item_id.as_str(), i.content.as_str())).collect();
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("item_id")?;
+            let outcome = if r.try_get::<bool, _>("new")? {
+                Inserted::New
+            } else {
+                let stored: Option<String> = r.try_get("stored_content")?;
+                let state: Option<String> = r.try_get("state")?;
+                // Rows stored before contents were recorded have '' and count as equal.
+                match stored.as_deref() {
+                    Some(c) if c.is_empty() || Some(&c) == by_id.get(id.as_str()) => {
+                        Inserted::Present { queued: state.as_deref() == Some("queued"), has_entry: r.try_get("has_entry")? }
+                    }
+                    _ => Inserted::Conflict,
+                }
+            };
+            Ok((id, outcome))
+        })
+        .collect()
+}
+
+/// Answer queued items from verdicts already stored under the same content key (in any
+/// other job): the verdict and its samples are copied and the item is done. Returns the
+/// ids answered.
+pub async fn dedup<'e>(db: impl PgExecutor<'e>, job_id: Uuid, item_ids: &[String]) -> Result<Vec<String>> {
+    if item_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = sqlx::query(per_message::DEDUP).bind(job_id).bind(item_ids).fetch_all(db).await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
+}
+
+/// Remember each item's queue entry.
+pub async fn set_entry_ids<'e>(db: impl PgExecutor<'e>, job_id: Uuid, pairs: &[(String, String)]) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let entries: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    sqlx::query(per_message::SET_ENTRY_IDS).bind(job_id).bind(&ids).bind(&entries).execute(db).await?;
+    Ok(())
 }

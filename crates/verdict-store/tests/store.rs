@@ -388,3 +388,22 @@ async fn progress_counters_equal_a_scan_of_the_items_through_every_change() {
     s.cancel_job(job.id).await.unwrap();
     assert_eq!(same("a cancel").await.queued, 0);
 }
+
+/// One message's statements run on any executor: in a transaction, they stand or fall together.
+#[tokio::test]
+async fn one_message_statements_share_a_transaction() {
+    use verdict_store::items;
+    let s = store().await;
+    let spec = LabelSpec::new("tiny");
+    let job = s.create_job("tx", &spec, "anonymous").await.unwrap();
+    let mut tx = s.pool().begin().await.unwrap();
+    items::insert_items(&mut *tx, job.id, &new_items(&spec, 0..3)).await.unwrap();
+    items::set_entry_ids(&mut *tx, job.id, &[("i00".to_string(), "1-0".to_string())]).await.unwrap();
+    assert!(items::dedup(&mut *tx, job.id, &["i01".to_string()]).await.unwrap().is_empty(), "nothing stored to answer from");
+    tx.rollback().await.unwrap();
+    assert_eq!(s.progress(job.id).await.unwrap().total, 0, "rolled back with its transaction");
+    let mut tx = s.pool().begin().await.unwrap();
+    items::insert_items(&mut *tx, job.id, &new_items(&spec, 0..3)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.progress(job.id).await.unwrap().total, 3);
+}
