@@ -262,12 +262,7 @@ fn a_worker_drains_its_batch_on_sigterm() {
 /// rows), filters apply to the re-voted verdicts, and impossible k's are named.
 /// A counter of a worker's Prometheus endpoint.
 fn worker_counter(port: u16, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    metric(&format!("127.0.0.1:{port}"), name).map_or(0, |v| v as u64)
 }
 
 #[test]
