@@ -63,14 +63,14 @@ fn peek_id(text: &str) -> Option<String> {
     }
 }
 
-fn hash64(x: impl Hash) -> u64 {
+pub(crate) fn hash64(x: impl Hash) -> u64 {
     // DefaultHasher::new() has fixed keys: the same text hashes the same in every run.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     x.hash(&mut h);
     h.finish()
 }
 
-fn content_hash(item: &Item) -> u64 {
+pub(crate) fn content_hash(item: &Item) -> u64 {
     hash64(serde_json::to_string(&(&item.prompt, &item.responses)).unwrap_or_default())
 }
 

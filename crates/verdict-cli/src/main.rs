@@ -16,6 +16,7 @@ mod label;
 mod model_cmd;
 mod output;
 mod query;
+mod repeats;
 mod report_cmd;
 mod revote;
 mod say;

@@ -16,7 +16,8 @@ use verdict_proto::convert::{item_to_wire, spec_to_wire};
 use verdict_proto::v1;
 
 use crate::client::{connect, status, CoordinatorAddr};
-use crate::input::{no_items, refuse_bad_lines, Parsed, Reader, Rejected};
+use crate::input::{content_hash, hash64, no_items, refuse_bad_lines, Parsed, Reader, Rejected};
+use crate::repeats::Seen;
 use crate::jobs_cmd::{no_worker_warning, watch_job};
 use crate::say::{note, out, warn};
 use crate::spec_args::SpecArgs;
@@ -56,10 +57,12 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// Largest single item: a message holds at least one item, and must stay under the limit.
 const MAX_ITEM_BYTES: usize = 32 << 20;
 
-/// Pass 1: every bad line, and how many items there are.
+/// Pass 1: every bad line, and how many items there are. Repeated ids are found in bounded
+/// memory ([`crate::repeats`]), so checking a file of any size keeps a few MB.
 fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
-    let mut reader = Reader::open(&args.input)?;
+    let mut reader = Reader::unchecked(&args.input)?;
     let (mut rejected, mut items) = (Vec::new(), 0usize);
+    let mut seen = Seen::default();
     for p in reader.by_ref() {
         match p? {
             Parsed::Rejected(r) => rejected.push(r),
@@ -69,6 +72,7 @@ fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
                     let error = format!("the item is {:.1} MiB, more than the {} MiB one message may carry", bytes as f64 / (1 << 20) as f64, MAX_ITEM_BYTES >> 20);
                     rejected.push(Rejected { line, id: Some(item.id), error, field: "(line)".into(), input: text });
                 } else {
+                    seen.add(hash64(&item.id), line, content_hash(&item)).context("checking the file for repeated ids")?;
                     items += 1;
                 }
             }
@@ -76,6 +80,21 @@ fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
     }
     if reader.non_blank == 0 {
         return Err(no_items(&args.input));
+    }
+    let repeats = seen.repeats().context("checking the file for repeated ids")?;
+    if !repeats.conflicts.is_empty() {
+        // One more read, for the bad lines' ids and text (there are few, or the file is refused).
+        let first: std::collections::HashMap<usize, usize> = repeats.conflicts.iter().copied().collect();
+        for p in Reader::unchecked(&args.input)? {
+            if let Parsed::Item { line, item, text } = p? {
+                if let Some(f) = first.get(&line) {
+                    let error = format!("field `id` repeats the id of line {f} with different content");
+                    rejected.push(Rejected { line, id: Some(item.id), error, field: "id".into(), input: text });
+                    items -= 1;
+                }
+            }
+        }
+        rejected.sort_by_key(|r| r.line);
     }
     Ok((rejected, items))
 }
