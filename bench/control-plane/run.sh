@@ -17,7 +17,7 @@
 # the measured peak (one submit a second) and reports the latency there.
 #
 # Usage: bench/control-plane/run.sh [N ...]          (default: 10000 100000)
-#   WORKERS=4 K=8 TEXT=300 PEER=1 HALF=1 CELERY_CONCURRENCY=2
+#   WORKERS=4 K=8 TEXT=300 PEER=1 HALF=1 CELERY_CONCURRENCY=8 (Celery's best here: 653, 770, 839, 762 items/s at 2, 4, 8, 16)
 #   VERDICT_BIN=path/to/verdict (another build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,7 @@ here=bench/control-plane
 source bench/lib/services.sh
 if [ -z "${VERDICT_BIN:-}" ]; then cargo build --release --quiet; fi
 BIN=${VERDICT_BIN:-$PWD/target/release/verdict}
-WORKERS=${WORKERS:-4} K=${K:-8} TEXT=${TEXT:-300} PEER=${PEER:-1} HALF=${HALF:-1} CELERY_CONCURRENCY=${CELERY_CONCURRENCY:-2}
+WORKERS=${WORKERS:-4} K=${K:-8} TEXT=${TEXT:-300} PEER=${PEER:-1} HALF=${HALF:-1} CELERY_CONCURRENCY=${CELERY_CONCURRENCY:-8}
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000)
 PSQL="$(pg_bin)/psql"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
