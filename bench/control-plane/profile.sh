@@ -26,16 +26,13 @@ for i in range(int(sys.argv[1])):
     print(json.dumps({"id": f"q{i:07d}", "prompt": f"Question {i}: how does this work?", "chosen": answer + str(i), "rejected": answer[::-1] + str(i)}))
 PY
 "$PSQL" -X -q "$DATABASE_URL" -c "SELECT pg_stat_statements_reset()" >/dev/null
-cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pg_cpu() { local pm t=0; pm=$(head -1 "$W/pg/data/postmaster.pid"); for p in $pm $(pgrep -P "$pm"); do t=$(echo "$t + $(cpu_s "$p")" | bc -l); done; echo "$t"; }
-redis_pid=$(redis-cli -u "$REDIS_URL" info server | awk -F: '/^process_id/ {print $2+0}')
-c0=$(cpu_s "$COORD"); p0=$(pg_cpu); r0=$(cpu_s "$redis_pid")
+c0=$(cpu_s "$COORD"); p0=$(pg_cpu "$W"); r0=$(redis_cpu)
 wait_flag=(--wait); [ "$WORKERS" = 0 ] && wait_flag=()
 t0=$(date +%s.%N)
 /usr/bin/time -f "%U %S" -o "$W/client.time" "$BIN" submit "$W/items.jsonl" --judge bench --k 8 "${wait_flag[@]}" >/dev/null 2>"$W/submit.log"
 echo "$N items in $(echo "$(date +%s.%N) - $t0" | bc -l) s"
 read -r cu cs <"$W/client.time"
-echo "CPU s: client $(echo "$cu + $cs" | bc -l), coordinator $(echo "$(cpu_s "$COORD") - $c0" | bc -l), postgres $(echo "$(pg_cpu) - $p0" | bc -l), redis $(echo "$(cpu_s "$redis_pid") - $r0" | bc -l)"
+echo "CPU s: client $(echo "$cu + $cs" | bc -l), coordinator $(echo "$(cpu_s "$COORD") - $c0" | bc -l), postgres $(echo "$(pg_cpu "$W") - $p0" | bc -l), redis $(echo "$(redis_cpu) - $r0" | bc -l)"
 curl -s "http://127.0.0.1:$mport/metrics" | grep -E "^verdict_report_seconds_(sum|count)|^verdict_items_done_total"
 "$PSQL" -X "$DATABASE_URL" -c "SELECT calls, round(total_exec_time::numeric) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS statement
   FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 14"

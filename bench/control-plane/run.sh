@@ -40,15 +40,11 @@ if [ "$PEER" = 1 ]; then
 fi
 
 sql() { "$PSQL" -X -q -At "$DATABASE_URL" -c "$1"; }
-# CPU seconds (user + system) of a process so far.
-cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 peak_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 redis_cmds() { redis-cli -u "$REDIS_URL" info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
 # Rows stored: verdicts and samples (both runs store the same rows per item).
 stored_rows() { sql "SELECT (SELECT count(*) FROM verdicts) + (SELECT count(*) FROM samples)"; }
-# CPU seconds of the Postgres server (the postmaster and every backend) and of Redis.
-pg_cpu() { local pm t=0; pm=$(head -1 "$1/pg/data/postmaster.pid"); for p in $pm $(pgrep -P "$pm"); do t=$(echo "$t + $(cpu_s "$p")" | bc -l); done; echo "$t"; }
-redis_cpu() { cpu_s "$(redis-cli -u "$REDIS_URL" info server | awk -F: '/^process_id/ {print $2+0}')"; }
+
 now() { date +%s.%N; }
 
 # The same items for both: a question and two answers of ~300 characters.

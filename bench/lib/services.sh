@@ -4,6 +4,7 @@
 #   start_coordinator BIN DIR PREFIX   # a coordinator on them (queue prefix PREFIX): sets
 #                                      # VERDICT_COORDINATOR and COORD (its pid)
 # PG_EXTRA_OPTS adds server settings (-c name=value ...); COORDINATOR_ARGS adds flags.
+#   cpu_s PID, pg_cpu DIR, redis_cpu   # CPU seconds used so far
 # Postgres refuses to run as root, so as root it runs as the `postgres` user.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -48,3 +49,9 @@ stop_services() {
   for p in $SERVICES_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
   "${PG_STOP[@]}" 2>/dev/null || true
 }
+
+# CPU seconds (user + system) of a process so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds of the Postgres started in DIR (the postmaster and every backend), and of Redis.
+pg_cpu() { local pm t=0; pm=$(head -1 "$1/pg/data/postmaster.pid"); for p in $pm $(pgrep -P "$pm"); do t=$(echo "$t + $(cpu_s "$p")" | bc -l); done; echo "$t"; }
+redis_cpu() { cpu_s "$(redis-cli -u "$REDIS_URL" info server | awk -F: '/^process_id/ {print $2+0}')"; }
