@@ -20,8 +20,9 @@ use verdict_store::Store;
 
 use crate::metrics::Metrics;
 
+pub use dead_letters::{Requeue, Requeued};
 pub use extend::Extended;
-pub use jobs::job_to_wire;
+pub use jobs::{Incoming, JobView, Rejection, Submitted};
 pub use report::{Beat, Report, ReportOutcome, Reported, Result as ReportedResult};
 
 /// What every request works with: the store, the queue, the metrics and the spec limits.

@@ -8,17 +8,50 @@ use futures::Stream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use verdict_core::Fingerprints;
-use verdict_proto::convert::spec_from_wire;
+use verdict_proto::convert::{item_from_wire, spec_from_wire, spec_to_wire};
 use verdict_proto::v1::{self, job_service_server::JobService};
 use verdict_queue::valid_judge_name;
-use verdict_store::{JobRow, Progress};
+use verdict_store::{JobRow, JobState, Progress};
 
 use crate::auth::{caller, Role};
 use crate::error::{job_id, CoordinatorError, Result};
-use crate::app::{job_to_wire, App};
+use crate::app::{App, Incoming, JobView, Rejection, Requeue, Submitted};
 
 pub struct Jobs {
     pub app: App,
+}
+
+pub fn job_to_wire(view: &JobView) -> v1::Job {
+    let state = match view.state() {
+        JobState::Open => v1::JobState::Open,
+        JobState::Running => v1::JobState::Running,
+        JobState::Done => v1::JobState::Done,
+        JobState::Cancelled => v1::JobState::Cancelled,
+    };
+    let (job, p) = (&view.job, &view.progress);
+    v1::Job {
+        id: job.id.to_string(),
+        name: job.name.clone(),
+        spec: Some(spec_to_wire(&job.spec)),
+        state: state as i32,
+        progress: Some(v1::JobProgress {
+            total: p.total,
+            queued: p.queued,
+            done: p.done,
+            rejected: p.rejected,
+            dead: p.dead,
+            deduplicated: p.deduplicated,
+            cancelled: p.cancelled,
+        }),
+        created_at: job.created_at.to_rfc3339(),
+        live_workers: view.live_workers.map(|n| n.min(u32::MAX as u64) as u32),
+        note: job.note.clone(),
+    }
+}
+
+/// A wire item at its stream position, decoded, or rejected naming the field at fault.
+fn decode_item(index: u64, w: v1::Item) -> Incoming {
+    item_from_wire(&w).map(|item| (index, item)).map_err(|e| Rejection { index, item_id: w.id.clone(), field: e.field.clone(), message: e.to_string() })
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
@@ -55,14 +88,14 @@ impl JobService for Jobs {
         let job = self.app.store.create_job(&req.name, &spec, &who.name).await.map_err(CoordinatorError::from)?;
         tracing::info!(job = %job.id, judge = %spec.judge, name = %req.name, owner = %who.name, "job created");
         let live = self.app.live_workers(&job.judge).await;
-        Ok(Response::new(job_to_wire(&job, &Progress::default(), live)))
+        Ok(Response::new(job_to_wire(&JobView { job, progress: Progress::default(), live_workers: live })))
     }
 
     async fn submit_items(&self, req: Request<Streaming<v1::SubmitItemsRequest>>) -> Result<Response<v1::SubmitItemsResponse>, Status> {
         let who = caller(&req)?;
         let mut stream = req.into_inner();
         let mut job: Option<(JobRow, Fingerprints)> = None;
-        let mut out = v1::SubmitItemsResponse::default();
+        let mut out = Submitted::default();
         let mut index = 0u64;
         let mut keep_open = false;
         let mut last_touch = None;
@@ -111,7 +144,8 @@ impl JobService for Jobs {
                 self.app.store.touch_submission(current.0.id).await.map_err(CoordinatorError::from)?;
                 last_touch = Some(std::time::Instant::now());
             }
-            self.app.submit_batch(&current.0, &current.1, msg.items, index, &mut out).await?;
+            let items: Vec<Incoming> = msg.items.into_iter().zip(index..).map(|(w, i)| decode_item(i, w)).collect();
+            self.app.submit_batch(&current.0, &current.1, items, &mut out).await?;
             index += n;
             keep_open = msg.keep_open;
         }
@@ -121,17 +155,21 @@ impl JobService for Jobs {
         }
         self.app.metrics.items_rejected.with_label_values(&["submit"]).inc_by(out.rejected.len() as u64);
         let p = self.app.store.progress(job.id).await.map_err(CoordinatorError::from)?;
-        out.queued = p.queued;
-        out.job_id = job.id.to_string();
         tracing::info!(job = %job.id, received = index, queued = p.queued, deduplicated = out.deduplicated, rejected = out.rejected.len(), "items submitted");
-        Ok(Response::new(out))
+        Ok(Response::new(v1::SubmitItemsResponse {
+            job_id: job.id.to_string(),
+            queued: p.queued,
+            deduplicated: out.deduplicated,
+            already_present: out.already_present,
+            rejected: out.rejected.into_iter().map(|r| v1::ItemError { index: r.index, item_id: r.item_id, field: r.field, message: r.message }).collect(),
+        }))
     }
 
     async fn get_job(&self, req: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
         let who = caller(&req)?;
         let id = job_id(&req.into_inner().job_id)?;
         self.app.owned_job(&who, id).await?;
-        Ok(Response::new(self.app.job_with_progress(id).await?))
+        Ok(Response::new(job_to_wire(&self.app.job_with_progress(id).await?)))
     }
 
     async fn list_jobs(&self, req: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
@@ -159,7 +197,7 @@ impl JobService for Jobs {
                     n
                 }
             };
-            jobs.push(job_to_wire(j, &p, n));
+            jobs.push(job_to_wire(&JobView { job: j.clone(), progress: p, live_workers: n }));
         }
         let next_page_token = match rows.last() {
             Some(last) if rows.len() as i64 == size => format!("{}/{}", last.created_at.to_rfc3339(), last.id),
@@ -175,7 +213,7 @@ impl JobService for Jobs {
         self.app.store.cancel_job(id).await.map_err(CoordinatorError::from)?;
         self.app.queue.cancel(&job.judge, &id.to_string()).await.map_err(CoordinatorError::from)?;
         tracing::info!(job = %id, by = %who.name, "job cancelled");
-        Ok(Response::new(self.app.job_with_progress(id).await?))
+        Ok(Response::new(job_to_wire(&self.app.job_with_progress(id).await?)))
     }
 
     type WatchJobStream = JobStream;
@@ -184,7 +222,7 @@ impl JobService for Jobs {
         let who = caller(&req)?;
         let id = job_id(&req.into_inner().job_id)?;
         self.app.owned_job(&who, id).await?;
-        let first = self.app.job_with_progress(id).await?;
+        let first = job_to_wire(&self.app.job_with_progress(id).await?);
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -199,7 +237,7 @@ impl JobService for Jobs {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = tx.closed() => return,
                 }
-                match app.job_with_progress(id).await {
+                match app.job_with_progress(id).await.map(|v| job_to_wire(&v)) {
                     Ok(j) if j != last => {
                         last = j;
                         if tx.send(Ok(last.clone())).await.is_err() {
@@ -223,7 +261,7 @@ impl JobService for Jobs {
         let id = job_id(&req.job_id)?;
         self.app.owned_job(&who, id).await?;
         let (job, done) = self.app.extend_job(id, req.k).await?;
-        Ok(Response::new(v1::ExtendJobResponse { job: Some(job), queued: done.queued, unchanged: done.unchanged }))
+        Ok(Response::new(v1::ExtendJobResponse { job: Some(job_to_wire(&job)), queued: done.queued, unchanged: done.unchanged }))
     }
 
     async fn list_dead_letters(&self, req: Request<v1::ListDeadLettersRequest>) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
@@ -231,12 +269,19 @@ impl JobService for Jobs {
         let req = req.into_inner();
         let job = (!req.job_id.is_empty()).then(|| job_id(&req.job_id)).transpose()?;
         let dead_letters = self.app.list_dead_letters(&who, &req.judge, job, req.limit as usize).await?;
+        let dead_letters = dead_letters
+            .into_iter()
+            .map(|(judge, d)| v1::DeadLetter { id: d.id, judge, entry_id: d.entry, job_id: d.job, item_id: d.item, reason: d.reason, deliveries: d.deliveries })
+            .collect();
         Ok(Response::new(v1::ListDeadLettersResponse { dead_letters }))
     }
 
     async fn requeue_dead_letters(&self, req: Request<v1::RequeueDeadLettersRequest>) -> Result<Response<v1::RequeueDeadLettersResponse>, Status> {
         let who = caller(&req)?;
         who.require(&[Role::Client], "requeue dead letters")?;
-        Ok(Response::new(self.app.requeue_dead_letters(&who, req.into_inner()).await?))
+        let req = req.into_inner();
+        let job = (!req.job_id.is_empty()).then(|| job_id(&req.job_id)).transpose()?;
+        let done = self.app.requeue_dead_letters(&who, Requeue { judge: req.judge, job, ids: req.ids, all: req.all }).await?;
+        Ok(Response::new(v1::RequeueDeadLettersResponse { requeued: done.requeued, skipped: done.skipped }))
     }
 }

@@ -72,3 +72,36 @@ async fn a_report_stores_what_its_worker_holds_then_acknowledges_it() {
     assert_eq!((stats.length, stats.pending), (0, 0), "acknowledged entries are gone");
     assert_eq!(app.metrics.items_done.get(), 2);
 }
+
+#[tokio::test]
+async fn a_submitted_message_is_stored_queued_and_its_bad_items_named() {
+    use verdict_coordinator::app::{Incoming, Rejection, Submitted};
+    let (redis, pg) = (Redis::start(), Postgres::start());
+    let store = Store::connect(&pg.create_database("submit"), 4).await.unwrap();
+    let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
+    let app = App { store, queue, metrics: Metrics::new(), limits: SpecLimits::default() };
+    let spec = LabelSpec::new("tiny");
+    let job = app.store.create_job("j", &spec, "anonymous").await.unwrap();
+    let weights = app.judge_weights("tiny").await.unwrap();
+    let undecodable = Rejection { index: 10, item_id: "x".into(), field: "responses".into(), message: "field `responses` is empty".into() };
+    let mut other = item(2);
+    other.responses[0] = "another answer".into();
+    // Positions 10..: a message later in its stream.
+    let message: Vec<Incoming> = vec![Err(undecodable.clone()), Ok((11, item(1))), Ok((12, item(2))), Ok((13, item(1))), Ok((14, other))];
+    let mut out = Submitted::default();
+    app.submit_batch(&job, &weights, message, &mut out).await.unwrap();
+    assert_eq!(out.already_present, 1, "an exact repeat within the message is counted, not queued twice");
+    assert_eq!(out.rejected.len(), 2, "{:?}", out.rejected);
+    assert_eq!(out.rejected[0], undecodable, "the transport's rejection is passed on as it came");
+    assert_eq!((out.rejected[1].index, out.rejected[1].item_id.as_str(), out.rejected[1].field.as_str()), (14, "i2", "id"), "the id reused with other content is named at its position");
+    assert_eq!(app.queue.stats("tiny").await.unwrap().length, 2, "two items queued");
+    assert_eq!(app.store.progress(job.id).await.unwrap().queued, 2);
+
+    // The same items again (a resumed submission): present, nothing queued twice.
+    let mut again = Submitted::default();
+    app.submit_batch(&job, &weights, vec![Ok((0, item(1))), Ok((1, item(2)))], &mut again).await.unwrap();
+    assert_eq!((again.already_present, again.rejected.len()), (2, 0));
+    assert_eq!(app.queue.stats("tiny").await.unwrap().length, 2);
+    let view = app.job_with_progress(job.id).await.unwrap();
+    assert_eq!((view.progress.total, view.live_workers), (2, Some(0)));
+}

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 use verdict_core::{aggregate, ContentKey, Item, LabelSpec, Sample, Verdict, VerdictRecord};
 
@@ -93,64 +93,64 @@ impl Store {
         .await?;
         rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
     }
+}
 
-    /// For each `(job, record)` that is an extension's report (its samples start past 0):
-    /// the verdict over the stored samples before it and its own, under the job's spec,
-    /// with those samples (as voting reads them). `None` for every other record.
-    pub(crate) async fn complete_extensions(&self, records: &[(Uuid, &VerdictRecord)]) -> Result<Vec<Option<(Verdict, Vec<Sample>)>>> {
-        let partial: Vec<(usize, u32)> = records.iter().enumerate().filter_map(|(i, (_, r))| extension_start(r).map(|f| (i, f))).collect();
-        let mut out = vec![None; records.len()];
-        if partial.is_empty() {
-            return Ok(out);
-        }
-        let jobs: Vec<Uuid> = partial.iter().map(|&(i, _)| records[i].0).collect();
-        let items: Vec<&str> = partial.iter().map(|&(i, _)| records[i].1.id.as_str()).collect();
-        let firsts: Vec<i32> = partial.iter().map(|&(_, f)| f as i32).collect();
-        // Voting reads indexes, scores, statuses and meta scores: the text stays behind.
-        let sample_rows = sqlx::query(
-            "SELECT u.job_id, s.item_id, s.sample_index, s.permutation, '' AS principles, '' AS critique, s.scores, s.status,
-                    s.failure, s.finish, s.prompt_tokens, s.completion_tokens, s.meta_score, '' AS raw
-             FROM UNNEST($1::uuid[], $2::text[], $3::int[]) AS u(job_id, item_id, first)
-             JOIN samples s ON s.job_id = u.job_id AND s.item_id = u.item_id AND s.sample_index < u.first
-             ORDER BY s.sample_index",
-        )
-        .bind(&jobs)
-        .bind(&items)
-        .bind(&firsts)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut stored: HashMap<(Uuid, String), Vec<Sample>> = HashMap::new();
-        for r in &sample_rows {
-            let job: Uuid = r.try_get("job_id")?;
-            let (item, sample) = sample_from_row(r)?;
-            stored.entry((job, item)).or_default().push(sample);
-        }
-        let item_rows = sqlx::query(
-            "SELECT u.job_id, i.item_id, i.item, j.spec FROM UNNEST($1::uuid[], $2::text[]) AS u(job_id, item_id)
-             JOIN items i ON i.job_id = u.job_id AND i.item_id = u.item_id JOIN jobs j ON j.id = u.job_id",
-        )
-        .bind(&jobs)
-        .bind(&items)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut context: HashMap<(Uuid, String), (Item, LabelSpec)> = HashMap::new();
-        for r in &item_rows {
-            let item_id: String = r.try_get("item_id")?;
-            let item: Item = json_column(r, "item", || format!("item {item_id}"))?;
-            let spec: LabelSpec = json_column(r, "spec", || format!("spec of item {item_id}'s job"))?;
-            context.insert((r.try_get("job_id")?, item_id), (item, spec));
-        }
-        for &(i, _) in &partial {
-            let (job, record) = records[i];
-            let key = (job, record.id.clone());
-            let Some((item, spec)) = context.get(&key) else {
-                return Err(corrupt(format!("item {} of job {job}", record.id), "a report extends an item the store does not hold"));
-            };
-            let mut samples = stored.remove(&key).unwrap_or_default();
-            samples.extend(record.samples.iter().cloned());
-            let verdict = aggregate(spec, ContentKey::of_item(item).seed_bits(), item.responses.len(), &samples);
-            out[i] = Some((verdict, samples));
-        }
-        Ok(out)
+/// For each `(job, record)` that is an extension's report (its samples start past 0):
+/// the verdict over the stored samples before it and its own, under the job's spec,
+/// with those samples (as voting reads them). `None` for every other record.
+pub(crate) async fn complete_extensions(conn: &mut PgConnection, records: &[(Uuid, &VerdictRecord)]) -> Result<Vec<Option<(Verdict, Vec<Sample>)>>> {
+    let partial: Vec<(usize, u32)> = records.iter().enumerate().filter_map(|(i, (_, r))| extension_start(r).map(|f| (i, f))).collect();
+    let mut out = vec![None; records.len()];
+    if partial.is_empty() {
+        return Ok(out);
     }
+    let jobs: Vec<Uuid> = partial.iter().map(|&(i, _)| records[i].0).collect();
+    let items: Vec<&str> = partial.iter().map(|&(i, _)| records[i].1.id.as_str()).collect();
+    let firsts: Vec<i32> = partial.iter().map(|&(_, f)| f as i32).collect();
+    // Voting reads indexes, scores, statuses and meta scores: the text stays behind.
+    let sample_rows = sqlx::query(
+        "SELECT u.job_id, s.item_id, s.sample_index, s.permutation, '' AS principles, '' AS critique, s.scores, s.status,
+                s.failure, s.finish, s.prompt_tokens, s.completion_tokens, s.meta_score, '' AS raw
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[]) AS u(job_id, item_id, first)
+         JOIN samples s ON s.job_id = u.job_id AND s.item_id = u.item_id AND s.sample_index < u.first
+         ORDER BY s.sample_index",
+    )
+    .bind(&jobs)
+    .bind(&items)
+    .bind(&firsts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored: HashMap<(Uuid, String), Vec<Sample>> = HashMap::new();
+    for r in &sample_rows {
+        let job: Uuid = r.try_get("job_id")?;
+        let (item, sample) = sample_from_row(r)?;
+        stored.entry((job, item)).or_default().push(sample);
+    }
+    let item_rows = sqlx::query(
+        "SELECT u.job_id, i.item_id, i.item, j.spec FROM UNNEST($1::uuid[], $2::text[]) AS u(job_id, item_id)
+         JOIN items i ON i.job_id = u.job_id AND i.item_id = u.item_id JOIN jobs j ON j.id = u.job_id",
+    )
+    .bind(&jobs)
+    .bind(&items)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut context: HashMap<(Uuid, String), (Item, LabelSpec)> = HashMap::new();
+    for r in &item_rows {
+        let item_id: String = r.try_get("item_id")?;
+        let item: Item = json_column(r, "item", || format!("item {item_id}"))?;
+        let spec: LabelSpec = json_column(r, "spec", || format!("spec of item {item_id}'s job"))?;
+        context.insert((r.try_get("job_id")?, item_id), (item, spec));
+    }
+    for &(i, _) in &partial {
+        let (job, record) = records[i];
+        let key = (job, record.id.clone());
+        let Some((item, spec)) = context.get(&key) else {
+            return Err(corrupt(format!("item {} of job {job}", record.id), "a report extends an item the store does not hold"));
+        };
+        let mut samples = stored.remove(&key).unwrap_or_default();
+        samples.extend(record.samples.iter().cloned());
+        let verdict = aggregate(spec, ContentKey::of_item(item).seed_bits(), item.responses.len(), &samples);
+        out[i] = Some((verdict, samples));
+    }
+    Ok(out)
 }

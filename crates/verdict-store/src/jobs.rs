@@ -1,7 +1,11 @@
 //! Jobs: creation, listing, sealing, cancellation and progress.
+//!
+//! The writes and the per-job reads are free functions over any executor (a pool, a
+//! connection, a transaction), so a caller can make several of them one transaction; the
+//! [`Store`] methods of the same names run them on the pool.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{Connection, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 use verdict_core::LabelSpec;
 
@@ -81,29 +85,11 @@ const COLUMNS: &str = "id, name, judge, spec, sealed, cancelled, created_at, sub
 
 impl Store {
     pub async fn create_job(&self, name: &str, spec: &LabelSpec, owner: &str) -> Result<JobRow> {
-        let id = Uuid::new_v4();
-        let spec_json = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO jobs (id, name, judge, spec, owner) VALUES ($1, $2, $3, $4, $5)
-             RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(name)
-        .bind(&spec.judge)
-        .bind(spec_json)
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await?;
-        job_from_row(&row)
+        create_job(&self.pool, name, spec, owner).await
     }
 
     pub async fn get_job(&self, id: Uuid) -> Result<JobRow> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        job_from_row(&row)
+        get_job(&self.pool, id).await
     }
 
     /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page;
@@ -124,20 +110,17 @@ impl Store {
     }
 
     pub async fn seal_job(&self, id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE jobs SET sealed = TRUE WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(())
+        seal_job(&self.pool, id).await
     }
 
     /// Items arrived just now: an open job with recent submissions is not idle.
     pub async fn touch_submission(&self, id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE jobs SET submitted_at = now() WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(())
+        touch_submission(&self.pool, id).await
     }
 
     /// Record what went wrong with a job's submission (shown with the job).
     pub async fn note_job(&self, id: Uuid, note: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET note = $2 WHERE id = $1").bind(id).bind(note).execute(&self.pool).await?;
-        Ok(())
+        note_job(&self.pool, id, note).await
     }
 
     /// Seal open jobs that received no items for `idle_secs`, saying so in their note: a
@@ -159,27 +142,14 @@ impl Store {
 
     /// Cancel a job: its queued items become cancelled; stored verdicts stay.
     pub async fn cancel_job(&self, id: Uuid) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE jobs SET cancelled = TRUE WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        if n.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("job {id}")));
-        }
-        sqlx::query("UPDATE items SET state = 'cancelled', updated_at = now() WHERE job_id = $1 AND state = 'queued'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        cancel_job(&mut conn, id).await
     }
 
     /// A job's counts by state, from the counters the items' triggers keep (migration 0006):
     /// a few rows whatever the job's size.
     pub async fn progress(&self, id: Uuid) -> Result<Progress> {
-        let rows = sqlx::query("SELECT state, deduplicated, sum(n)::bigint AS n FROM job_counts WHERE job_id = $1 GROUP BY state, deduplicated")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        tally(id, &rows)
+        progress(&self.pool, id).await
     }
 
     /// The same counts by a scan of the job's items: what the counters must always equal
@@ -217,4 +187,72 @@ fn tally(id: Uuid, rows: &[sqlx::postgres::PgRow]) -> Result<Progress> {
         }
     }
     Ok(p)
+}
+
+pub async fn create_job<'e>(db: impl PgExecutor<'e>, name: &str, spec: &LabelSpec, owner: &str) -> Result<JobRow> {
+    let id = Uuid::new_v4();
+    let spec_json = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO jobs (id, name, judge, spec, owner) VALUES ($1, $2, $3, $4, $5)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(&spec.judge)
+    .bind(spec_json)
+    .bind(owner)
+    .fetch_one(db)
+    .await?;
+    job_from_row(&row)
+}
+
+pub async fn get_job<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<JobRow> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    job_from_row(&row)
+}
+
+pub async fn seal_job<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE jobs SET sealed = TRUE WHERE id = $1").bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// Items arrived just now: an open job with recent submissions is not idle.
+pub async fn touch_submission<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE jobs SET submitted_at = now() WHERE id = $1").bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// Record what went wrong with a job's submission (shown with the job).
+pub async fn note_job<'e>(db: impl PgExecutor<'e>, id: Uuid, note: &str) -> Result<()> {
+    sqlx::query("UPDATE jobs SET note = $2 WHERE id = $1").bind(id).bind(note).execute(db).await?;
+    Ok(())
+}
+
+/// Cancel a job: its queued items become cancelled; stored verdicts stay.
+pub async fn cancel_job(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    let n = sqlx::query("UPDATE jobs SET cancelled = TRUE WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    if n.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("job {id}")));
+    }
+    sqlx::query("UPDATE items SET state = 'cancelled', updated_at = now() WHERE job_id = $1 AND state = 'queued'")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A job's counts by state, from the counters the items' triggers keep (migration 0006):
+/// a few rows whatever the job's size.
+pub async fn progress<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Progress> {
+    let rows = sqlx::query("SELECT state, deduplicated, sum(n)::bigint AS n FROM job_counts WHERE job_id = $1 GROUP BY state, deduplicated")
+        .bind(id)
+        .fetch_all(db)
+        .await?;
+    tally(id, &rows)
 }

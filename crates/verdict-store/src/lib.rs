@@ -7,8 +7,14 @@
 //! two-dimensional array would flatten it.
 //!
 //! Layout: [`jobs`] (create, list, seal, cancel, progress), [`items`] (insert, dedup,
-//! queue bookkeeping), [`judges`] (which weights a judge name stands for), [`results`] (recording verdicts and failures), [`read`] (verdict
+//! queue bookkeeping), [`judges`] (which weights a judge name stands for), [`results`]
+//! (recording verdicts and failures), [`extend`] (raising a job's k), [`read`] (verdict
 //! records back out, with filters).
+//!
+//! The writes are free functions in those modules over any executor or connection (sqlx's
+//! `PgExecutor`, `&mut PgConnection`), so that a caller can run several in one
+//! transaction; a function of several statements opens its own transaction, which inside a
+//! caller's becomes a savepoint. [`Store`]'s methods of the same names run them on the pool.
 
 pub mod extend;
 pub mod items;

@@ -407,3 +407,26 @@ async fn one_message_statements_share_a_transaction() {
     tx.commit().await.unwrap();
     assert_eq!(s.progress(job.id).await.unwrap().total, 3);
 }
+
+#[tokio::test]
+async fn jobs_judges_and_reports_run_inside_a_callers_transaction() {
+    use verdict_store::{jobs, judges, results};
+    let s = store().await;
+    let spec = LabelSpec::new("txjudge");
+    // Everything below is rolled back: the job, its items, the binding and the report.
+    let mut tx = s.pool().begin().await.unwrap();
+    let job = jobs::create_job(&mut *tx, "tx", &spec, "anonymous").await.unwrap();
+    verdict_store::items::insert_items(&mut *tx, job.id, &new_items(&spec, 0..2)).await.unwrap();
+    judges::bind_judge(&mut tx, "txjudge", &weights(), Some(4096)).await.unwrap();
+    let r = record(&spec, &item(0), &[[8, 3], [7, 5]]);
+    results::record(&mut tx, &[Outcome::Verdict { job_id: job.id, record: Box::new(r), worker: "w".into() }]).await.unwrap();
+    let p = jobs::progress(&mut *tx, job.id).await.unwrap();
+    assert_eq!((p.total, p.done, p.queued), (2, 1, 1), "the report's savepoint is visible inside the transaction");
+    // A statement that fails inside a function's own savepoint rolls back that function alone.
+    assert!(matches!(jobs::cancel_job(&mut tx, Uuid::new_v4()).await, Err(StoreError::NotFound(_))));
+    assert_eq!(jobs::get_job(&mut *tx, job.id).await.unwrap().id, job.id, "the outer transaction is still usable");
+    tx.rollback().await.unwrap();
+    assert!(matches!(s.get_job(job.id).await, Err(StoreError::NotFound(_))), "the job went with the transaction");
+    assert!(s.judge("txjudge").await.unwrap().is_none(), "so did the binding");
+    assert!(s.get_verdict(job.id, "i00").await.is_err(), "and the verdict");
+}

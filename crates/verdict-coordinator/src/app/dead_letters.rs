@@ -7,18 +7,30 @@ use std::collections::HashMap;
 
 use tonic::Status;
 use uuid::Uuid;
-use verdict_proto::v1;
 use verdict_queue::{DeadLetter, QueuedItem};
 
 use crate::auth::{Identity, Role};
-use crate::error::{job_id, CoordinatorError};
+use crate::error::CoordinatorError;
 use crate::app::App;
 
 /// The most dead letters one call lists.
 const MOST: usize = 10_000;
 
-fn to_wire(judge: &str, d: DeadLetter) -> v1::DeadLetter {
-    v1::DeadLetter { id: d.id, judge: judge.into(), entry_id: d.entry, job_id: d.job, item_id: d.item, reason: d.reason, deliveries: d.deliveries }
+/// Which dead letters to put back: those named in `ids`, or every one `all` that the caller
+/// may see (of `job` if given).
+#[derive(Debug, Default)]
+pub struct Requeue {
+    pub judge: String,
+    pub job: Option<Uuid>,
+    pub ids: Vec<String>,
+    pub all: bool,
+}
+
+/// What a requeue did: how many went back, and each one left as it was, with why.
+#[derive(Debug, Default)]
+pub struct Requeued {
+    pub requeued: u32,
+    pub skipped: Vec<String>,
 }
 
 impl App {
@@ -49,13 +61,8 @@ impl App {
         Ok(owners.get(job).cloned().flatten().is_some_and(|o| who.owns(&o)))
     }
 
-    /// Dead letters `who` may see, oldest first per judge, of `job` if given, as the wire has them.
-    pub async fn list_dead_letters(&self, who: &Identity, judge: &str, job: Option<Uuid>, limit: usize) -> Result<Vec<v1::DeadLetter>, Status> {
-        Ok(self.visible_dead_letters(who, judge, job, limit).await?.into_iter().map(|(judge, d)| to_wire(&judge, d)).collect())
-    }
-
-    /// Dead letters `who` may see, with their judges, oldest first per judge.
-    async fn visible_dead_letters(&self, who: &Identity, judge: &str, job: Option<Uuid>, limit: usize) -> Result<Vec<(String, DeadLetter)>, Status> {
+    /// Dead letters `who` may see, with their judges, oldest first per judge, of `job` if given.
+    pub async fn list_dead_letters(&self, who: &Identity, judge: &str, job: Option<Uuid>, limit: usize) -> Result<Vec<(String, DeadLetter)>, Status> {
         who.require(&[Role::Client], "read dead letters")?;
         let limit = if limit == 0 { 100 } else { limit.min(MOST) };
         let job = job.map(|j| j.to_string());
@@ -89,13 +96,13 @@ impl App {
     }
 
     /// Put dead items back on the queue. Returns how many, and what was skipped and why.
-    pub async fn requeue_dead_letters(&self, who: &Identity, req: v1::RequeueDeadLettersRequest) -> Result<v1::RequeueDeadLettersResponse, Status> {
+    pub async fn requeue_dead_letters(&self, who: &Identity, req: Requeue) -> Result<Requeued, Status> {
         if req.judge.is_empty() {
             return Err(CoordinatorError::Invalid("field `judge` is empty: dead letters are kept per judge".into()).into());
         }
-        let job = (!req.job_id.is_empty()).then(|| job_id(&req.job_id)).transpose()?;
+        let job = req.job;
         let letters: Vec<DeadLetter> = if req.all {
-            self.visible_dead_letters(who, &req.judge, job, MOST).await?.into_iter().map(|(_, d)| d).collect()
+            self.list_dead_letters(who, &req.judge, job, MOST).await?.into_iter().map(|(_, d)| d).collect()
         } else {
             if req.ids.is_empty() {
                 return Err(CoordinatorError::Invalid("name dead letters in `ids`, or set `all`".into()).into());
@@ -114,7 +121,7 @@ impl App {
             }
             letters
         };
-        let mut out = v1::RequeueDeadLettersResponse::default();
+        let mut out = Requeued::default();
         for d in letters {
             match self.requeue_one(&req.judge, &d).await? {
                 None => out.requeued += 1,

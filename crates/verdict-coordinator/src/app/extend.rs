@@ -9,12 +9,11 @@
 
 use uuid::Uuid;
 use verdict_core::{ContentKey, Item, LabelSpec};
-use verdict_proto::v1;
 use verdict_queue::QueuedItem;
 use verdict_store::{JobRow, EXTEND_PAGE};
 
 use crate::error::{CoordinatorError, Result};
-use crate::app::App;
+use crate::app::{App, JobView};
 
 /// What an extension did.
 #[derive(Debug, Default)]
@@ -24,7 +23,7 @@ pub struct Extended {
 }
 
 impl App {
-    pub async fn extend_job(&self, id: Uuid, k: u32) -> Result<(v1::Job, Extended)> {
+    pub async fn extend_job(&self, id: Uuid, k: u32) -> Result<(JobView, Extended)> {
         let job = self.store.get_job(id).await?;
         let spec = self.extended_spec(&job, k).await?;
         let weights = self.judge_weights(&job.judge).await?;

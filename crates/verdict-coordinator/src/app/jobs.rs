@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use tonic::Status;
 use uuid::Uuid;
 use verdict_core::{ContentKey, Fingerprints, Item};
-use verdict_proto::convert::{item_from_wire, spec_to_wire};
-use verdict_proto::v1;
 use verdict_queue::QueuedItem;
 use verdict_store::{Inserted, JobRow, JobState, NewItem, Progress, StoreError};
 
@@ -16,31 +14,42 @@ use crate::app::{unix_now, App, WORKER_TTL};
 use crate::auth::{Identity, Role};
 use crate::error::{data_error, CoordinatorError, Result};
 
-pub fn job_to_wire(job: &JobRow, p: &Progress, live_workers: Option<u64>) -> v1::Job {
-    let state = match job.state(p) {
-        JobState::Open => v1::JobState::Open,
-        JobState::Running => v1::JobState::Running,
-        JobState::Done => v1::JobState::Done,
-        JobState::Cancelled => v1::JobState::Cancelled,
-    };
-    v1::Job {
-        id: job.id.to_string(),
-        name: job.name.clone(),
-        spec: Some(spec_to_wire(&job.spec)),
-        state: state as i32,
-        progress: Some(v1::JobProgress {
-            total: p.total,
-            queued: p.queued,
-            done: p.done,
-            rejected: p.rejected,
-            dead: p.dead,
-            deduplicated: p.deduplicated,
-            cancelled: p.cancelled,
-        }),
-        created_at: job.created_at.to_rfc3339(),
-        live_workers: live_workers.map(|n| n.min(u32::MAX as u64) as u32),
-        note: job.note.clone(),
+/// A job as its watchers see it: the row, its counts, and the judge's live workers (`None`
+/// when Redis cannot be asked).
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub job: JobRow,
+    pub progress: Progress,
+    pub live_workers: Option<u64>,
+}
+
+impl JobView {
+    pub fn state(&self) -> JobState {
+        self.job.state(&self.progress)
     }
+}
+
+/// A submitted item that is not taken, and why; `index` is its position in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub index: u64,
+    pub item_id: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// One item of a submitted message as the transport decoded it: the item with its position
+/// in the stream, or why it could not be decoded.
+pub type Incoming = std::result::Result<(u64, Item), Rejection>;
+
+/// What became of a stream's items so far.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// Answered from verdicts stored under the same key.
+    pub deduplicated: u64,
+    /// The job already held them (a resumed or repeated submission).
+    pub already_present: u64,
+    pub rejected: Vec<Rejection>,
 }
 
 impl App {
@@ -65,11 +74,11 @@ impl App {
         Ok(job)
     }
 
-    pub async fn job_with_progress(&self, id: Uuid) -> Result<v1::Job> {
+    pub async fn job_with_progress(&self, id: Uuid) -> Result<JobView> {
         let job = self.store.get_job(id).await?;
-        let p = self.store.progress(id).await?;
-        let live = self.live_workers(&job.judge).await;
-        Ok(job_to_wire(&job, &p, live))
+        let progress = self.store.progress(id).await?;
+        let live_workers = self.live_workers(&job.judge).await;
+        Ok(JobView { job, progress, live_workers })
     }
 
     /// The weights new items of `judge` are keyed with: those the name is bound to, or none
@@ -79,17 +88,20 @@ impl App {
     }
 
     /// Validate, store, dedup and enqueue one message's items.
-    pub async fn submit_batch(&self, job: &JobRow, weights: &Fingerprints, items: Vec<v1::Item>, first_index: u64, out: &mut v1::SubmitItemsResponse) -> Result<()> {
+    pub async fn submit_batch(&self, job: &JobRow, weights: &Fingerprints, items: Vec<Incoming>, out: &mut Submitted) -> Result<()> {
+        let first_index = items.first().map_or(0, |i| match i {
+            Ok((index, _)) => *index,
+            Err(r) => r.index,
+        });
         // The message's good items, and each one's position in the stream.
         let (mut accepted, mut indexes): (Vec<NewItem>, Vec<u64>) = (Vec::new(), Vec::new());
         // Repeats within this message; repeats of earlier messages are found in the store.
         let mut seen: HashMap<String, String> = HashMap::new();
-        for (i, w) in items.into_iter().enumerate() {
-            let index = first_index + i as u64;
-            let reject = |field: &str, message: String, id: &str| v1::ItemError { index, item_id: id.to_string(), field: field.to_string(), message };
-            match item_from_wire(&w) {
-                Err(e) => out.rejected.push(reject(&e.field, e.to_string(), &w.id)),
-                Ok(item) => {
+        for incoming in items {
+            match incoming {
+                Err(r) => out.rejected.push(r),
+                Ok((index, item)) => {
+                    let reject = |field: &str, message: String, id: &str| Rejection { index, item_id: id.to_string(), field: field.to_string(), message };
                     let content = ContentKey::of_item(&item).hex();
                     match seen.get(&item.id) {
                         Some(c) if *c == content => out.already_present += 1,
@@ -121,7 +133,7 @@ impl App {
                 }
                 Inserted::Conflict => {
                     let index = by_id.get(id.as_str()).map(|a| a.1).unwrap_or(first_index);
-                    out.rejected.push(v1::ItemError {
+                    out.rejected.push(Rejection {
                         index,
                         item_id: id.clone(),
                         field: "id".into(),
@@ -146,7 +158,7 @@ impl App {
 
     /// Insert a message's items. If the store refuses the data of some item, insert them one
     /// by one so that only the bad ones are rejected (with the store's reason).
-    async fn insert_isolating(&self, job: &JobRow, items: &[NewItem], indexes: &[u64], out: &mut v1::SubmitItemsResponse) -> Result<Vec<(String, Inserted)>> {
+    async fn insert_isolating(&self, job: &JobRow, items: &[NewItem], indexes: &[u64], out: &mut Submitted) -> Result<Vec<(String, Inserted)>> {
         match self.store.insert_items(job.id, items).await {
             Err(StoreError::Db(e)) if data_error(&e) => {
                 tracing::warn!(job = %job.id, error = %e, "the store refused a message of items; inserting them one by one");
@@ -154,7 +166,7 @@ impl App {
                 for (item, &index) in items.iter().zip(indexes) {
                     match self.store.insert_items(job.id, std::slice::from_ref(item)).await {
                         Ok(o) => outcome.extend(o),
-                        Err(StoreError::Db(e)) if data_error(&e) => out.rejected.push(v1::ItemError {
+                        Err(StoreError::Db(e)) if data_error(&e) => out.rejected.push(Rejection {
                             index,
                             item_id: item.item_id.clone(),
                             field: String::new(),
