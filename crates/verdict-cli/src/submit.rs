@@ -4,8 +4,9 @@
 //! The file is read twice and never held: once to check every line (nothing is submitted
 //! from a file with a bad line unless `--skip-invalid`, and an empty file creates no job),
 //! then again to stream the items, in messages bounded by count and by bytes so large items
-//! never exceed what one HTTP/2 message may carry. What stays in memory per item is about
-//! 30 bytes for the repeat check and 4 for the line number that names a rejected item.
+//! never exceed what one HTTP/2 message may carry. Nothing in memory grows with the file:
+//! the repeat check sorts its records on disk in bounded runs, and the coordinator names
+//! rejected items by id, whose lines one more read finds (only when there are any).
 
 use std::path::PathBuf;
 
@@ -104,17 +105,14 @@ fn check(args: &SubmitArgs) -> anyhow::Result<(Vec<Rejected>, usize)> {
 const STREAMS: usize = 4;
 
 /// Pass 2, on a blocking thread: read the items again and send them in messages, dealt to
-/// the streams in turn; returns, per stream, the line number of each item sent, by its
-/// position in that stream.
-fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::HashSet<usize>, txs: Vec<tokio::sync::mpsc::Sender<v1::SubmitItemsRequest>>) -> anyhow::Result<Vec<Vec<u32>>> {
-    let mut lines = vec![Vec::new(); txs.len()];
+/// the streams in turn.
+fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::HashSet<usize>, txs: Vec<tokio::sync::mpsc::Sender<v1::SubmitItemsRequest>>) -> anyhow::Result<()> {
     // Every stream keeps the job open; the caller seals it once all of them are in.
     let empty = || v1::SubmitItemsRequest { job_id: job_id.clone(), items: Vec::new(), keep_open: true };
-    let (mut msg, mut msg_lines, mut bytes, mut turn) = (empty(), Vec::new(), 0usize, 0usize);
-    let mut send = |msg: v1::SubmitItemsRequest, msg_lines: &mut Vec<u32>, turn: &mut usize| -> bool {
+    let (mut msg, mut bytes, mut turn) = (empty(), 0usize, 0usize);
+    let send = |msg: v1::SubmitItemsRequest, turn: &mut usize| -> bool {
         let i = *turn % txs.len();
         *turn += 1;
-        lines[i].append(msg_lines);
         txs[i].blocking_send(msg).is_ok()
     };
     // Checked in the first pass: exact repeats are simply sent again (the coordinator counts
@@ -127,17 +125,34 @@ fn stream_items(input: PathBuf, job_id: String, rejected: std::collections::Hash
         let wire = item_to_wire(&item);
         let size = wire.encoded_len();
         if !msg.items.is_empty() && (msg.items.len() >= CHUNK_ITEMS || bytes + size > CHUNK_BYTES) {
-            if !send(std::mem::replace(&mut msg, empty()), &mut msg_lines, &mut turn) {
+            if !send(std::mem::replace(&mut msg, empty()), &mut turn) {
                 break; // a stream ended early; its error is reported by the caller
             }
             bytes = 0;
         }
         bytes += size;
         msg.items.push(wire);
-        msg_lines.push(line as u32);
     }
     if !msg.items.is_empty() {
-        send(msg, &mut msg_lines, &mut turn);
+        send(msg, &mut turn);
+    }
+    Ok(())
+}
+
+/// The line each of these ids was sent from (its first line not left out): the coordinator
+/// names rejected items by id, and there are few of them, so one more read is cheaper than
+/// keeping every item's line.
+fn lines_of(input: &std::path::Path, ids: &std::collections::HashSet<String>, skipped: &std::collections::HashSet<usize>) -> anyhow::Result<std::collections::HashMap<String, usize>> {
+    let mut lines = std::collections::HashMap::new();
+    if ids.is_empty() {
+        return Ok(lines);
+    }
+    for p in Reader::unchecked(input)? {
+        if let Parsed::Item { line, item, .. } = p? {
+            if !skipped.contains(&line) && ids.contains(&item.id) {
+                lines.entry(item.id).or_insert(line);
+            }
+        }
     }
     Ok(lines)
 }
@@ -178,7 +193,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let streams = STREAMS.min(n_items.div_ceil(CHUNK_ITEMS)).max(1);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..streams).map(|_| tokio::sync::mpsc::channel(2)).unzip();
     let reader = tokio::task::spawn_blocking({
-        let (input, id) = (args.input.clone(), job.id.clone());
+        let (input, id, skip) = (args.input.clone(), job.id.clone(), skip.clone());
         move || stream_items(input, id, skip, txs)
     });
     let tasks: Vec<_> = rxs
@@ -192,7 +207,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     for t in tasks {
         sent.push(t.await.context("a submitting task failed")?);
     }
-    let lines = reader.await.context("the file reader failed")??;
+    reader.await.context("the file reader failed")??;
     let broke_off = |e: &tonic::Status| {
         anyhow::anyhow!(
             "submitting to job {} broke off: {}; the items that arrived are kept: resume with `verdict submit {} --job {}` (items already in the job are skipped)",
@@ -203,15 +218,17 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         )
     };
     let mut resp = v1::SubmitItemsResponse::default();
-    for (stream, r) in sent.into_iter().enumerate() {
+    for r in sent {
         let r = r.map_err(|e| broke_off(&e))?.into_inner();
         resp.deduplicated += r.deduplicated;
         resp.already_present += r.already_present;
-        for mut e in r.rejected {
-            // Positions are per stream: make them line numbers here.
-            e.index = lines[stream].get(e.index as usize).copied().unwrap_or(0) as u64;
-            resp.rejected.push(e);
-        }
+        resp.rejected.extend(r.rejected);
+    }
+    // The coordinator's positions are per stream: name the rejected items by their lines.
+    let ids = resp.rejected.iter().map(|e| e.item_id.clone()).collect();
+    let lines = lines_of(&args.input, &ids, &skip)?;
+    for e in &mut resp.rejected {
+        e.index = lines.get(&e.item_id).copied().unwrap_or(0) as u64;
     }
     // Every stream is in: seal the job (unless more may come, as when resuming into it).
     let seal = v1::SubmitItemsRequest { job_id: job.id.clone(), items: Vec::new(), keep_open: false };

@@ -225,10 +225,11 @@ fn no_silent_surprises() {
             char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize])
         })
         .collect();
-    std::fs::write(&long_id, format!("{{\"id\":\"{id}\",\"prompt\":\"p\",\"responses\":[\"a\"]}}\n{{\"id\":\"ok-1\",\"prompt\":\"p\",\"responses\":[\"a\"]}}\n{{\"id\":\"ok-2\",\"prompt\":\"q\",\"responses\":[\"a\"]}}\n")).unwrap();
+    // It is on line 3: the coordinator names it by id, and the client finds its line.
+    std::fs::write(&long_id, format!("{{\"id\":\"ok-1\",\"prompt\":\"p\",\"responses\":[\"a\"]}}\n{{\"id\":\"ok-2\",\"prompt\":\"q\",\"responses\":[\"a\"]}}\n{{\"id\":\"{id}\",\"prompt\":\"p\",\"responses\":[\"a\"]}}\n")).unwrap();
     let o = c.run(&["submit", long_id.to_str().unwrap(), "--judge", "tiny", "--k", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("rejected: line 1") && stderr(&o).contains("the store refused this item"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rejected: line 3") && stderr(&o).contains("the store refused this item"), "{}", stderr(&o));
     assert!(stderr(&o).contains("2 item(s) queued"), "{}", stderr(&o));
 
     // Items far larger than 64 MiB in all go in messages bounded by bytes.
