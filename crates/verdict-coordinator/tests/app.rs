@@ -27,12 +27,17 @@ fn verdict_for(entry: &str, job: uuid::Uuid, r: VerdictRecord) -> Reported {
     Reported { entry: entry.into(), job, item: r.id.clone(), result: ReportedResult::Verdict(Box::new(r)) }
 }
 
-#[tokio::test]
-async fn a_report_stores_what_its_worker_holds_then_acknowledges_it() {
+/// An application over a throwaway Redis and Postgres (kept alive by the caller).
+async fn app() -> (Redis, Postgres, App) {
     let (redis, pg) = (Redis::start(), Postgres::start());
     let store = Store::connect(&pg.create_database("app"), 4).await.unwrap();
     let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
-    let app = App { store, queue, metrics: Metrics::new(), limits: SpecLimits::default() };
+    (redis, pg, App { store, queue, metrics: Metrics::new(), limits: SpecLimits::default() })
+}
+
+#[tokio::test]
+async fn a_report_stores_what_its_worker_holds_then_acknowledges_it() {
+    let (redis, _pg, app) = app().await;
     let (spec, weights) = (LabelSpec::new("tiny"), Fingerprints::new("fp-a", None));
     let job = app.store.create_job("j", &spec, "anonymous").await.unwrap();
     let items: Vec<Item> = (0..3).map(item).collect();
@@ -76,10 +81,7 @@ async fn a_report_stores_what_its_worker_holds_then_acknowledges_it() {
 #[tokio::test]
 async fn a_submitted_message_is_stored_queued_and_its_bad_items_named() {
     use verdict_coordinator::app::{Incoming, Rejection, Submitted};
-    let (redis, pg) = (Redis::start(), Postgres::start());
-    let store = Store::connect(&pg.create_database("submit"), 4).await.unwrap();
-    let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
-    let app = App { store, queue, metrics: Metrics::new(), limits: SpecLimits::default() };
+    let (_redis, _pg, app) = app().await;
     let spec = LabelSpec::new("tiny");
     let job = app.store.create_job("j", &spec, "anonymous").await.unwrap();
     let weights = app.judge_weights("tiny").await.unwrap();
