@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it compiles: cargo may reuse a compiled
+    // build script for a checkout at another path (one target folder shared by worktrees or
+    // by CI's clean clones), and the baked-in path would then name a folder that is gone.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["types.proto", "jobs.proto", "workers.proto", "verdicts.proto"]
         .map(|f| root.join("verdict/v1").join(f));
     for f in &files {
