@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 use verdict_core::{aggregate, ContentKey, Item, LabelSpec, Sample, Verdict, VerdictRecord};
 
@@ -36,62 +36,24 @@ pub fn extension_start(record: &VerdictRecord) -> Option<u32> {
 impl Store {
     /// Set a job's spec (its k, when extended).
     pub async fn set_job_spec(&self, id: Uuid, spec: &LabelSpec) -> Result<()> {
-        let spec = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
-        sqlx::query("UPDATE jobs SET spec = $2 WHERE id = $1").bind(id).bind(spec).execute(&self.pool).await?;
-        Ok(())
+        set_job_spec(&self.pool, id, spec).await
     }
 
     /// The fingerprints of the weights that made a job's verdicts.
     pub async fn verdict_fingerprints(&self, job_id: Uuid) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT fingerprint FROM verdicts WHERE job_id = $1").bind(job_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>("fingerprint")?)).collect()
+        verdict_fingerprints(&self.pool, job_id).await
     }
 
     /// Up to `limit` done items of a job with ids after `after`, in id order, with how many
     /// samples each has stored.
     pub async fn done_items(&self, job_id: Uuid, after: Option<&str>, limit: i64) -> Result<Vec<DoneItem>> {
-        let rows = sqlx::query(
-            "SELECT i.item_id, i.item, i.key,
-                    (SELECT count(*) FROM samples s WHERE s.job_id = i.job_id AND s.item_id = i.item_id) AS samples
-             FROM items i
-             WHERE i.job_id = $1 AND i.state = 'done' AND i.item_id > COALESCE($2::text, '')
-             ORDER BY i.item_id LIMIT $3",
-        )
-        .bind(job_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let item_id: String = r.try_get("item_id")?;
-                Ok(DoneItem {
-                    item: json_column(r, "item", || format!("item {item_id}"))?,
-                    key: r.try_get("key")?,
-                    samples: r.try_get::<i64, _>("samples")?.clamp(0, u32::MAX as i64) as u32,
-                    item_id,
-                })
-            })
-            .collect()
+        done_items(&self.pool, job_id, after, limit).await
     }
 
     /// Put done items back in the queue's hands under their new keys (`(item id, key)`).
     /// Returns the ids changed: only items still done are.
     pub async fn requeue_for_extension(&self, job_id: Uuid, items: &[(String, String)]) -> Result<Vec<String>> {
-        let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
-        let keys: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
-        let rows = sqlx::query(
-            "UPDATE items SET state = 'queued', key = u.key, entry_id = NULL, updated_at = now()
-             FROM UNNEST($2::text[], $3::text[]) AS u(item_id, key)
-             WHERE items.job_id = $1 AND items.item_id = u.item_id AND items.state = 'done'
-             RETURNING items.item_id",
-        )
-        .bind(job_id)
-        .bind(&ids)
-        .bind(&keys)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
+        requeue_for_extension(&self.pool, job_id, items).await
     }
 }
 
@@ -153,4 +115,64 @@ pub(crate) async fn complete_extensions(conn: &mut PgConnection, records: &[(Uui
         out[i] = Some((verdict, samples));
     }
     Ok(out)
+}
+
+/// Set a job's spec (its k, when extended).
+pub async fn set_job_spec<'e>(db: impl PgExecutor<'e>, id: Uuid, spec: &LabelSpec) -> Result<()> {
+    let spec = serde_json::to_value(spec).map_err(|e| corrupt("spec", e))?;
+    sqlx::query("UPDATE jobs SET spec = $2 WHERE id = $1").bind(id).bind(spec).execute(db).await?;
+    Ok(())
+}
+
+/// The fingerprints of the weights that made a job's verdicts.
+pub async fn verdict_fingerprints<'e>(db: impl PgExecutor<'e>, job_id: Uuid) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT DISTINCT fingerprint FROM verdicts WHERE job_id = $1").bind(job_id).fetch_all(db).await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>("fingerprint")?)).collect()
+}
+
+/// Up to `limit` done items of a job with ids after `after`, in id order, with how many
+/// samples each has stored.
+pub async fn done_items<'e>(db: impl PgExecutor<'e>, job_id: Uuid, after: Option<&str>, limit: i64) -> Result<Vec<DoneItem>> {
+    let rows = sqlx::query(
+        "SELECT i.item_id, i.item, i.key,
+                (SELECT count(*) FROM samples s WHERE s.job_id = i.job_id AND s.item_id = i.item_id) AS samples
+         FROM items i
+         WHERE i.job_id = $1 AND i.state = 'done' AND i.item_id > COALESCE($2::text, '')
+         ORDER BY i.item_id LIMIT $3",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let item_id: String = r.try_get("item_id")?;
+            Ok(DoneItem {
+                item: json_column(r, "item", || format!("item {item_id}"))?,
+                key: r.try_get("key")?,
+                samples: r.try_get::<i64, _>("samples")?.clamp(0, u32::MAX as i64) as u32,
+                item_id,
+            })
+        })
+        .collect()
+}
+
+/// Put done items back in the queue's hands under their new keys (`(item id, key)`).
+/// Returns the ids changed: only items still done are.
+pub async fn requeue_for_extension<'e>(db: impl PgExecutor<'e>, job_id: Uuid, items: &[(String, String)]) -> Result<Vec<String>> {
+    let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+    let keys: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
+    let rows = sqlx::query(
+        "UPDATE items SET state = 'queued', key = u.key, entry_id = NULL, updated_at = now()
+         FROM UNNEST($2::text[], $3::text[]) AS u(item_id, key)
+         WHERE items.job_id = $1 AND items.item_id = u.item_id AND items.state = 'done'
+         RETURNING items.item_id",
+    )
+    .bind(job_id)
+    .bind(&ids)
+    .bind(&keys)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>("item_id")?)).collect()
 }

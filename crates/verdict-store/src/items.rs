@@ -130,57 +130,18 @@ impl Store {
     /// it, the sweeper will). Returns the item, or `None` if it is not dead (it has a verdict
     /// by now, or was requeued already).
     pub async fn requeue_dead(&self, job_id: Uuid, item_id: &str) -> Result<Option<Item>> {
-        let row = sqlx::query(
-            "UPDATE items SET state = 'queued', error = NULL, entry_id = NULL, updated_at = now()
-             WHERE job_id = $1 AND item_id = $2 AND state = 'dead' RETURNING item",
-        )
-        .bind(job_id)
-        .bind(item_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| json_column(&r, "item", || format!("item {item_id}"))).transpose()
+        requeue_dead(&self.pool, job_id, item_id).await
     }
 
     /// Claim up to `limit` queued items of live jobs untouched for `older_than_secs`, marking
     /// them touched so that concurrent coordinators split the work (SKIP LOCKED).
     pub async fn claim_stale(&self, older_than_secs: f64, limit: i64) -> Result<Vec<StaleItem>> {
-        let rows = sqlx::query(
-            "WITH stale AS (
-                 SELECT i.job_id, i.item_id FROM items i JOIN jobs j ON j.id = i.job_id
-                 WHERE i.state = 'queued' AND NOT j.cancelled
-                   AND i.updated_at < now() - make_interval(secs => $1)
-                 ORDER BY i.updated_at LIMIT $2
-                 FOR UPDATE OF i SKIP LOCKED
-             )
-             UPDATE items SET updated_at = now() FROM stale, jobs
-             WHERE items.job_id = stale.job_id AND items.item_id = stale.item_id AND jobs.id = items.job_id
-             RETURNING items.job_id, items.item_id, items.entry_id, items.item, jobs.spec",
-        )
-        .bind(older_than_secs)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let item_id: String = r.try_get("item_id")?;
-                Ok(StaleItem {
-                    job_id: r.try_get("job_id")?,
-                    entry_id: r.try_get("entry_id")?,
-                    item: json_column(r, "item", || format!("item {item_id}"))?,
-                    spec: json_column(r, "spec", || format!("spec of item {item_id}"))?,
-                    item_id,
-                })
-            })
-            .collect()
+        claim_stale(&self.pool, older_than_secs, limit).await
     }
 
     /// Whether any item of the job has a conversation prompt (decides an export's form).
     pub async fn has_conversations(&self, job_id: Uuid) -> Result<bool> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM items WHERE job_id = $1 AND jsonb_typeof(item->'prompt') = 'array') AS any")
-            .bind(job_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("any")?)
+        has_conversations(&self.pool, job_id).await
     }
 }
 
@@ -251,4 +212,61 @@ pub async fn set_entry_ids<'e>(db: impl PgExecutor<'e>, job_id: Uuid, pairs: &[(
     let entries: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
     sqlx::query(per_message::SET_ENTRY_IDS).bind(job_id).bind(&ids).bind(&entries).execute(db).await?;
     Ok(())
+}
+
+/// A dead item goes back to `queued` (with no entry yet: if the caller fails to enqueue
+/// it, the sweeper will). Returns the item, or `None` if it is not dead (it has a verdict
+/// by now, or was requeued already).
+pub async fn requeue_dead<'e>(db: impl PgExecutor<'e>, job_id: Uuid, item_id: &str) -> Result<Option<Item>> {
+    let row = sqlx::query(
+        "UPDATE items SET state = 'queued', error = NULL, entry_id = NULL, updated_at = now()
+         WHERE job_id = $1 AND item_id = $2 AND state = 'dead' RETURNING item",
+    )
+    .bind(job_id)
+    .bind(item_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| json_column(&r, "item", || format!("item {item_id}"))).transpose()
+}
+
+/// Claim up to `limit` queued items of live jobs untouched for `older_than_secs`, marking
+/// them touched so that concurrent coordinators split the work (SKIP LOCKED).
+pub async fn claim_stale<'e>(db: impl PgExecutor<'e>, older_than_secs: f64, limit: i64) -> Result<Vec<StaleItem>> {
+    let rows = sqlx::query(
+        "WITH stale AS (
+             SELECT i.job_id, i.item_id FROM items i JOIN jobs j ON j.id = i.job_id
+             WHERE i.state = 'queued' AND NOT j.cancelled
+               AND i.updated_at < now() - make_interval(secs => $1)
+             ORDER BY i.updated_at LIMIT $2
+             FOR UPDATE OF i SKIP LOCKED
+         )
+         UPDATE items SET updated_at = now() FROM stale, jobs
+         WHERE items.job_id = stale.job_id AND items.item_id = stale.item_id AND jobs.id = items.job_id
+         RETURNING items.job_id, items.item_id, items.entry_id, items.item, jobs.spec",
+    )
+    .bind(older_than_secs)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let item_id: String = r.try_get("item_id")?;
+            Ok(StaleItem {
+                job_id: r.try_get("job_id")?,
+                entry_id: r.try_get("entry_id")?,
+                item: json_column(r, "item", || format!("item {item_id}"))?,
+                spec: json_column(r, "spec", || format!("spec of item {item_id}"))?,
+                item_id,
+            })
+        })
+        .collect()
+}
+
+/// Whether any item of the job has a conversation prompt (decides an export's form).
+pub async fn has_conversations<'e>(db: impl PgExecutor<'e>, job_id: Uuid) -> Result<bool> {
+    let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM items WHERE job_id = $1 AND jsonb_typeof(item->'prompt') = 'array') AS any")
+        .bind(job_id)
+        .fetch_one(db)
+        .await?;
+    Ok(row.try_get("any")?)
 }

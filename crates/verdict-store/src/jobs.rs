@@ -95,18 +95,7 @@ impl Store {
     /// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page;
     /// `owner`, if given, keeps only that client's jobs.
     pub async fn list_jobs(&self, limit: i64, before: Option<(DateTime<Utc>, Uuid)>, owner: Option<&str>) -> Result<Vec<JobRow>> {
-        let rows = sqlx::query(
-            &format!("SELECT {COLUMNS} FROM jobs
-             WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) AND ($4::text IS NULL OR owner = $4)
-             ORDER BY created_at DESC, id DESC LIMIT $3"),
-        )
-        .bind(before.map(|b| b.0))
-        .bind(before.map(|b| b.1))
-        .bind(limit)
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        list_jobs(&self.pool, limit, before, owner).await
     }
 
     pub async fn seal_job(&self, id: Uuid) -> Result<()> {
@@ -127,17 +116,7 @@ impl Store {
     /// submission that broke off, or a `keep_open` job nobody came back to, must not stay
     /// open (and never done) forever. Returns the jobs sealed.
     pub async fn seal_idle_jobs(&self, idle_secs: f64) -> Result<Vec<Uuid>> {
-        let rows = sqlx::query(
-            "UPDATE jobs SET sealed = TRUE,
-                    note = CASE WHEN note = '' THEN '' ELSE note || '; ' END
-                           || format('sealed after %s s without new items', round($1::numeric))
-             WHERE NOT sealed AND NOT cancelled AND submitted_at < now() - make_interval(secs => $1)
-             RETURNING id",
-        )
-        .bind(idle_secs)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get::<Uuid, _>("id")?)).collect()
+        seal_idle_jobs(&self.pool, idle_secs).await
     }
 
     /// Cancel a job: its queued items become cancelled; stored verdicts stay.
@@ -155,11 +134,7 @@ impl Store {
     /// The same counts by a scan of the job's items: what the counters must always equal
     /// (tests and checks; O(items)).
     pub async fn progress_by_scan(&self, id: Uuid) -> Result<Progress> {
-        let rows = sqlx::query("SELECT state, deduplicated, count(*) AS n FROM items WHERE job_id = $1 GROUP BY state, deduplicated")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        tally(id, &rows)
+        progress_by_scan(&self.pool, id).await
     }
 }
 
@@ -251,6 +226,50 @@ pub async fn cancel_job(conn: &mut PgConnection, id: Uuid) -> Result<()> {
 /// a few rows whatever the job's size.
 pub async fn progress<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Progress> {
     let rows = sqlx::query("SELECT state, deduplicated, sum(n)::bigint AS n FROM job_counts WHERE job_id = $1 GROUP BY state, deduplicated")
+        .bind(id)
+        .fetch_all(db)
+        .await?;
+    tally(id, &rows)
+}
+
+/// Jobs newest first; `before` is the (created_at, id) of the last job of the previous page;
+/// `owner`, if given, keeps only that client's jobs.
+pub async fn list_jobs<'e>(db: impl PgExecutor<'e>, limit: i64, before: Option<(DateTime<Utc>, Uuid)>, owner: Option<&str>) -> Result<Vec<JobRow>> {
+    let rows = sqlx::query(
+        &format!("SELECT {COLUMNS} FROM jobs
+         WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) AND ($4::text IS NULL OR owner = $4)
+         ORDER BY created_at DESC, id DESC LIMIT $3"),
+    )
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(limit)
+    .bind(owner)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// Seal open jobs that received no items for `idle_secs`, saying so in their note: a
+/// submission that broke off, or a `keep_open` job nobody came back to, must not stay
+/// open (and never done) forever. Returns the jobs sealed.
+pub async fn seal_idle_jobs<'e>(db: impl PgExecutor<'e>, idle_secs: f64) -> Result<Vec<Uuid>> {
+    let rows = sqlx::query(
+        "UPDATE jobs SET sealed = TRUE,
+                note = CASE WHEN note = '' THEN '' ELSE note || '; ' END
+                       || format('sealed after %s s without new items', round($1::numeric))
+         WHERE NOT sealed AND NOT cancelled AND submitted_at < now() - make_interval(secs => $1)
+         RETURNING id",
+    )
+    .bind(idle_secs)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get::<Uuid, _>("id")?)).collect()
+}
+
+/// The same counts by a scan of the job's items: what the counters must always equal
+/// (tests and checks; O(items)).
+pub async fn progress_by_scan<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Progress> {
+    let rows = sqlx::query("SELECT state, deduplicated, count(*) AS n FROM items WHERE job_id = $1 GROUP BY state, deduplicated")
         .bind(id)
         .fetch_all(db)
         .await?;

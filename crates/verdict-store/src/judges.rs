@@ -41,15 +41,13 @@ impl Store {
 
     /// Every bound judge, by name.
     pub async fn judges(&self) -> Result<Vec<JudgeRow>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM judges ORDER BY name")).fetch_all(&self.pool).await?;
-        rows.iter().map(judge_from_row).collect()
+        judges(&self.pool).await
     }
 
     /// Every judge name that is bound or that a job not cancelled names: those whose queue
     /// may hold work (a judge with items and no worker yet is the one to scale up).
     pub async fn judge_names(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM judges UNION SELECT DISTINCT judge FROM jobs WHERE NOT cancelled ORDER BY 1").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        judge_names(&self.pool).await
     }
 
     /// Items of `name`'s live jobs that wait for a verdict (queued or leased).
@@ -138,4 +136,17 @@ fn describe(f: &Fingerprints) -> String {
         Some(m) => format!("{} (meta RM {m})", f.judge),
         None => f.judge.clone(),
     }
+}
+
+/// Every bound judge, by name.
+pub async fn judges<'e>(db: impl PgExecutor<'e>) -> Result<Vec<JudgeRow>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM judges ORDER BY name")).fetch_all(db).await?;
+    rows.iter().map(judge_from_row).collect()
+}
+
+/// Every judge name that is bound or that a job not cancelled names: those whose queue
+/// may hold work (a judge with items and no worker yet is the one to scale up).
+pub async fn judge_names<'e>(db: impl PgExecutor<'e>) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT name FROM judges UNION SELECT DISTINCT judge FROM jobs WHERE NOT cancelled ORDER BY 1").fetch_all(db).await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
 }

@@ -11,10 +11,11 @@
 //! (recording verdicts and failures), [`extend`] (raising a job's k), [`read`] (verdict
 //! records back out, with filters).
 //!
-//! The writes are free functions in those modules over any executor or connection (sqlx's
-//! `PgExecutor`, `&mut PgConnection`), so that a caller can run several in one
-//! transaction; a function of several statements opens its own transaction, which inside a
-//! caller's becomes a savepoint. [`Store`]'s methods of the same names run them on the pool.
+//! Every statement but [`read`]'s is a free function in those modules over any executor or
+//! connection (sqlx's `PgExecutor`, `&mut PgConnection`), so that a caller can run several
+//! in one transaction; a function of several statements opens its own transaction, which
+//! inside a caller's becomes a savepoint. [`Store`]'s methods of the same names run them on
+//! the pool.
 
 pub mod extend;
 pub mod items;

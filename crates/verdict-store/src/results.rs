@@ -146,7 +146,7 @@ pub async fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<()>
         })
         .collect();
     let mut tx = conn.begin().await?;
-    let mut voted = complete_extensions(&mut *tx, &records).await?.into_iter();
+    let mut voted = complete_extensions(&mut tx, &records).await?.into_iter();
     let mut s = SampleColumns::default();
     let mut v = VerdictColumns::default();
     let (mut f_job, mut f_item, mut f_state, mut f_error) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
