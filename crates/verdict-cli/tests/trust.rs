@@ -246,6 +246,53 @@ fn no_silent_surprises() {
     assert!(stderr(&o).contains("70 item(s) queued"), "{}", stderr(&o));
 }
 
+/// Create a job, stream one message of `items` to it without ending the stream, and drop the
+/// client as soon as the coordinator has stored the first of them. The submitting client
+/// lives in a runtime of its own; dropping that runtime mid-stream closes its connection
+/// without ending the stream, as a killed process would. Returns the job's id.
+fn break_off(url: &str, name: &str, items: Vec<verdict_proto::v1::Item>) -> String {
+    use verdict_proto::v1::{self, job_service_client::JobServiceClient};
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let job = client_rt.block_on(async {
+        let mut client = JobServiceClient::connect(url.to_string()).await.unwrap();
+        let spec = v1::LabelSpec { judge: "tiny".into(), k: 2, ..Default::default() };
+        client.create_job(v1::CreateJobRequest { name: name.into(), spec: Some(spec) }).await.unwrap().into_inner().id
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.blocking_send(v1::SubmitItemsRequest { job_id: job.clone(), items, keep_open: false }).unwrap();
+    client_rt.spawn({
+        let url = url.to_string();
+        async move {
+            let mut client = JobServiceClient::connect(url).await.unwrap();
+            let _ = client.submit_items(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        }
+    });
+    rt.block_on(async {
+        let mut reader = JobServiceClient::connect(url.to_string()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reader.get_job(v1::GetJobRequest { job_id: job.clone() }).await.unwrap().into_inner().progress.unwrap_or_default().total < 1 {
+            assert!(Instant::now() < deadline, "the first message never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    drop(client_rt);
+    drop(tx);
+    job
+}
+
+/// The job's status once it carries a note, or as it is after 28 s.
+fn status_with_note(c: &Cluster, job: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(28);
+    loop {
+        let s = c.ok(&["status", job]);
+        if s.contains("note ") || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_submission_that_breaks_off_is_noted_resumable_and_sealed_in_the_end() {
     use verdict_proto::v1::{self, job_service_client::JobServiceClient};
@@ -254,50 +301,26 @@ fn a_submission_that_breaks_off_is_noted_resumable_and_sealed_in_the_end() {
     let c = Cluster::start(&[("VERDICT_OPEN_JOB_TIMEOUT", "30"), ("VERDICT_SWEEP_EVERY", "1")]);
     let url = format!("http://127.0.0.1:{}", c.port);
     let items = write_items(c.dir.path(), 4);
-    // The submitting client lives in a runtime of its own; dropping that runtime mid-stream
-    // closes its connection without ending the stream, as a killed process would.
-    let client_rt = tokio::runtime::Runtime::new().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let job = client_rt.block_on(async {
-        let mut client = JobServiceClient::connect(url.clone()).await.unwrap();
-        let spec = v1::LabelSpec { judge: "tiny".into(), k: 2, ..Default::default() };
-        client.create_job(v1::CreateJobRequest { name: "broken".into(), spec: Some(spec) }).await.unwrap().into_inner().id
-    });
-    let first = v1::Item { id: "q000".into(), prompt: Some(v1::item::Prompt::Text("question 0".into())), responses: vec!["yes".into(), "no 0".into()], ..Default::default() };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.blocking_send(v1::SubmitItemsRequest { job_id: job.clone(), items: vec![first], keep_open: false }).unwrap();
-    client_rt.spawn({
-        let url = url.clone();
-        async move {
-            let mut client = JobServiceClient::connect(url).await.unwrap();
-            let _ = client.submit_items(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-        }
-    });
-    rt.block_on(async {
-        let mut reader = JobServiceClient::connect(url).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reader.get_job(v1::GetJobRequest { job_id: job.clone() }).await.unwrap().into_inner().progress.unwrap_or_default().total < 1 {
-            assert!(Instant::now() < deadline, "the first message never arrived");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    drop(client_rt);
-    drop(tx);
-    let deadline = Instant::now() + Duration::from_secs(28);
-    let s = loop {
-        let s = c.ok(&["status", &job]);
-        if s.contains("note ") || Instant::now() > deadline {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let job = break_off(&url, "broken", vec![v1::Item { id: "q000".into(), prompt: Some(v1::item::Prompt::Text("question 0".into())), responses: vec!["yes".into(), "no 0".into()], ..Default::default() }]);
+    let s = status_with_note(&c, &job);
     assert!(s.contains("state    open") && s.contains("note     submission broke off after 1 item(s)"), "{s}{}", c.logs());
     // It can be resumed: items already in it are skipped.
     let o = c.run(&["submit", items.to_str().unwrap(), "--job", &job]);
     assert!(o.status.success() && stderr(&o).contains("4 item(s) queued") && stderr(&o).contains("1 already present"), "{}", stderr(&o));
     assert!(c.ok(&["status", &job]).contains("state    running"), "a completed submission seals the job");
 
+    // A client gone while its message is still being stored (its items committed, their
+    // queue entries not yet): the server drops the handler at its next await, and the note
+    // must come all the same.
+    let many: Vec<v1::Item> = (0..256)
+        .map(|i| v1::Item { id: format!("m{i:03}"), prompt: Some(v1::item::Prompt::Text(format!("question {i} {}", "long ".repeat(200)))), responses: vec!["yes".into(), format!("no {i}")], ..Default::default() })
+        .collect();
+    let cut = break_off(&url, "cut", many);
+    let s = status_with_note(&c, &cut);
+    assert!(s.contains("note     submission broke off after 256 item(s)"), "{s}{}", c.logs());
+
     // A job nobody comes back to is sealed after the open-job timeout, with a note.
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let abandoned = rt.block_on(async {
         let mut client = JobServiceClient::connect(format!("http://127.0.0.1:{}", c.port)).await.unwrap();
         let spec = v1::LabelSpec { judge: "tiny".into(), k: 2, ..Default::default() };

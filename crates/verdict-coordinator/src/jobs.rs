@@ -13,7 +13,7 @@ use verdict_proto::v1::{self, job_service_server::JobService};
 use verdict_queue::valid_judge_name;
 use verdict_store::{JobRow, JobState, Progress};
 
-use crate::auth::{caller, Role};
+use crate::auth::{caller, Identity, Role};
 use crate::error::{job_id, CoordinatorError, Result};
 use crate::app::{App, Incoming, JobView, Rejection, Requeue, Submitted};
 
@@ -56,6 +56,108 @@ fn decode_item(index: u64, w: v1::Item) -> Incoming {
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
 
+impl Jobs {
+    /// A SubmitItems stream's messages, stored and queued one by one.
+    async fn receive_items(&self, who: &Identity, mut stream: Streaming<v1::SubmitItemsRequest>, broke: &mut BrokenOff) -> Result<Response<v1::SubmitItemsResponse>, Status> {
+        let mut job: Option<(JobRow, Fingerprints)> = None;
+        let mut out = Submitted::default();
+        let mut index = 0u64;
+        let mut keep_open = false;
+        let mut last_touch = None;
+        while let Some(msg) = stream.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    // The client is gone (or sent garbage). What arrived is stored; `broke`
+                    // says so on the job, which the sweeper seals if nobody resumes it.
+                    broke.client_error = Some(e.message().to_string());
+                    return Err(e);
+                }
+            };
+            let id = job_id(&msg.job_id)?;
+            let current = match &job {
+                Some((j, w)) if j.id == id => (j.clone(), w.clone()),
+                Some((j, _)) => return Err(CoordinatorError::Invalid(format!("job_id changed within one stream ({} then {id})", j.id)).into()),
+                None => {
+                    let j = self.app.owned_job(who, id).await?;
+                    if j.cancelled {
+                        return Err(CoordinatorError::Precondition(format!("job {id} is cancelled")).into());
+                    }
+                    if j.sealed {
+                        return Err(CoordinatorError::Precondition(format!("job {id} is sealed: its items are complete; create a new job")).into());
+                    }
+                    let w = self.app.judge_weights(&j.judge).await?;
+                    broke.job = Some(j.id);
+                    job = Some((j.clone(), w.clone()));
+                    (j, w)
+                }
+            };
+            let n = msg.items.len() as u64;
+            broke.received = index + n;
+            // The open-job timeout counts from the last touch; once a second is plenty (it
+            // is minutes), and spares the job's row a write per message.
+            if last_touch.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(1)) {
+                self.app.store.touch_submission(current.0.id).await.map_err(CoordinatorError::from)?;
+                last_touch = Some(std::time::Instant::now());
+            }
+            let items: Vec<Incoming> = msg.items.into_iter().zip(index..).map(|(w, i)| decode_item(i, w)).collect();
+            self.app.submit_batch(&current.0, &current.1, items, &mut out).await?;
+            index += n;
+            keep_open = msg.keep_open;
+        }
+        let (job, _) = job.ok_or_else(|| CoordinatorError::Invalid("no message: a SubmitItems stream names its job_id".into()))?;
+        if !keep_open {
+            self.app.store.seal_job(job.id).await.map_err(CoordinatorError::from)?;
+        }
+        self.app.metrics.items_rejected.with_label_values(&["submit"]).inc_by(out.rejected.len() as u64);
+        let p = self.app.store.progress(job.id).await.map_err(CoordinatorError::from)?;
+        tracing::info!(job = %job.id, received = index, queued = p.queued, deduplicated = out.deduplicated, rejected = out.rejected.len(), "items submitted");
+        Ok(Response::new(v1::SubmitItemsResponse {
+            job_id: job.id.to_string(),
+            queued: p.queued,
+            deduplicated: out.deduplicated,
+            already_present: out.already_present,
+            rejected: out.rejected.into_iter().map(|r| v1::ItemError { index: r.index, item_id: r.item_id, field: r.field, message: r.message }).collect(),
+        }))
+    }
+}
+
+/// Notes on its job a submission its client did not finish: the stream failed, or the
+/// handler was dropped mid-message because the connection closed (hyper drops a closed
+/// connection's handlers at their next await, so the handler itself cannot be relied on to
+/// say so). From a task of its own, since the handler may be gone. A stream that ended as
+/// the client meant, or with the coordinator's own error (which the client sees), is not
+/// noted.
+struct BrokenOff {
+    store: verdict_store::Store,
+    job: Option<uuid::Uuid>,
+    /// Items received, the message being stored included.
+    received: u64,
+    client_error: Option<String>,
+    finished: bool,
+}
+
+impl Drop for BrokenOff {
+    fn drop(&mut self) {
+        let Some(id) = self.job else { return };
+        let reason = match (&self.client_error, self.finished) {
+            (Some(e), _) => e.clone(),
+            (None, false) => "the connection closed while a message was being stored".to_string(),
+            (None, true) => return,
+        };
+        let note = format!("submission broke off after {} item(s): {reason}", self.received);
+        tracing::warn!(job = %id, "{note}");
+        let store = self.store.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.note_job(id, &note).await {
+                    tracing::warn!(job = %id, error = %e, "could not note the broken submission");
+                }
+            });
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl JobService for Jobs {
     async fn create_job(&self, req: Request<v1::CreateJobRequest>) -> Result<Response<v1::Job>, Status> {
@@ -93,76 +195,10 @@ impl JobService for Jobs {
 
     async fn submit_items(&self, req: Request<Streaming<v1::SubmitItemsRequest>>) -> Result<Response<v1::SubmitItemsResponse>, Status> {
         let who = caller(&req)?;
-        let mut stream = req.into_inner();
-        let mut job: Option<(JobRow, Fingerprints)> = None;
-        let mut out = Submitted::default();
-        let mut index = 0u64;
-        let mut keep_open = false;
-        let mut last_touch = None;
-        while let Some(msg) = stream.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    // The client is gone (or sent garbage). What arrived is stored; say so on
-                    // the job, which the sweeper seals if nobody resumes it.
-                    if let Some((j, _)) = &job {
-                        let note = format!("submission broke off after {index} item(s): {}", e.message());
-                        tracing::warn!(job = %j.id, "{note}");
-                        // On its own task: with the client gone, this handler may be dropped at
-                        // its next await.
-                        let (store, id) = (self.app.store.clone(), j.id);
-                        tokio::spawn(async move {
-                            if let Err(e) = store.note_job(id, &note).await {
-                                tracing::warn!(job = %id, error = %e, "could not note the broken submission");
-                            }
-                        });
-                    }
-                    return Err(e);
-                }
-            };
-            let id = job_id(&msg.job_id)?;
-            let current = match &job {
-                Some((j, w)) if j.id == id => (j.clone(), w.clone()),
-                Some((j, _)) => return Err(CoordinatorError::Invalid(format!("job_id changed within one stream ({} then {id})", j.id)).into()),
-                None => {
-                    let j = self.app.owned_job(&who, id).await?;
-                    if j.cancelled {
-                        return Err(CoordinatorError::Precondition(format!("job {id} is cancelled")).into());
-                    }
-                    if j.sealed {
-                        return Err(CoordinatorError::Precondition(format!("job {id} is sealed: its items are complete; create a new job")).into());
-                    }
-                    let w = self.app.judge_weights(&j.judge).await?;
-                    job = Some((j.clone(), w.clone()));
-                    (j, w)
-                }
-            };
-            let n = msg.items.len() as u64;
-            // The open-job timeout counts from the last touch; once a second is plenty (it
-            // is minutes), and spares the job's row a write per message.
-            if last_touch.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(1)) {
-                self.app.store.touch_submission(current.0.id).await.map_err(CoordinatorError::from)?;
-                last_touch = Some(std::time::Instant::now());
-            }
-            let items: Vec<Incoming> = msg.items.into_iter().zip(index..).map(|(w, i)| decode_item(i, w)).collect();
-            self.app.submit_batch(&current.0, &current.1, items, &mut out).await?;
-            index += n;
-            keep_open = msg.keep_open;
-        }
-        let (job, _) = job.ok_or_else(|| CoordinatorError::Invalid("no message: a SubmitItems stream names its job_id".into()))?;
-        if !keep_open {
-            self.app.store.seal_job(job.id).await.map_err(CoordinatorError::from)?;
-        }
-        self.app.metrics.items_rejected.with_label_values(&["submit"]).inc_by(out.rejected.len() as u64);
-        let p = self.app.store.progress(job.id).await.map_err(CoordinatorError::from)?;
-        tracing::info!(job = %job.id, received = index, queued = p.queued, deduplicated = out.deduplicated, rejected = out.rejected.len(), "items submitted");
-        Ok(Response::new(v1::SubmitItemsResponse {
-            job_id: job.id.to_string(),
-            queued: p.queued,
-            deduplicated: out.deduplicated,
-            already_present: out.already_present,
-            rejected: out.rejected.into_iter().map(|r| v1::ItemError { index: r.index, item_id: r.item_id, field: r.field, message: r.message }).collect(),
-        }))
+        let mut broke = BrokenOff { store: self.app.store.clone(), job: None, received: 0, client_error: None, finished: false };
+        let result = self.receive_items(&who, req.into_inner(), &mut broke).await;
+        broke.finished = true;
+        result
     }
 
     async fn get_job(&self, req: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
