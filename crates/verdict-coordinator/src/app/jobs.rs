@@ -89,10 +89,6 @@ impl App {
 
     /// Validate, store, dedup and enqueue one message's items.
     pub async fn submit_batch(&self, job: &JobRow, weights: &Fingerprints, items: Vec<Incoming>, out: &mut Submitted) -> Result<()> {
-        let first_index = items.first().map_or(0, |i| match i {
-            Ok((index, _)) => *index,
-            Err(r) => r.index,
-        });
         // The message's good items, and each one's position in the stream.
         let (mut accepted, mut indexes): (Vec<NewItem>, Vec<u64>) = (Vec::new(), Vec::new());
         // Repeats within this message; repeats of earlier messages are found in the store.
@@ -132,7 +128,8 @@ impl App {
                     }
                 }
                 Inserted::Conflict => {
-                    let index = by_id.get(id.as_str()).map(|a| a.1).unwrap_or(first_index);
+                    // Every id the store answers for is one of this message's accepted items.
+                    let index = by_id.get(id.as_str()).map_or(0, |a| a.1);
                     out.rejected.push(Rejection {
                         index,
                         item_id: id.clone(),
